@@ -1,0 +1,1 @@
+"""The backvault command line."""

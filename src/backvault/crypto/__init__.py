@@ -1,0 +1,1 @@
+"""Cryptographic building blocks: keys, authenticated encryption and the recovery key."""

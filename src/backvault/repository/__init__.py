@@ -1,0 +1,1 @@
+"""The repository format: chunks, blobs, packs, index, trees, snapshots, check."""

@@ -1,0 +1,134 @@
+"""Saving blobs in parallel: hash, deduplicate, compress, seal, pack, upload.
+
+The walker hands each chunk to :meth:`BlobSaver.save` and gets a future of its blob id.
+Worker threads do the expensive steps (BLAKE3, zstd and AES-GCM all release the GIL, so
+two workers use both cores). Sealing and appending to the open pack happen under one lock,
+because a blob's nonce is its offset in the pack. A full pack is uploaded outside the lock
+and then indexed; every ``INDEX_FLUSH_PACKS`` packs a new index file is written, so a crash
+loses at most that many packs from the index, and even those are recovered from their
+headers by :meth:`Repository.index_orphan_packs`.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+
+from backvault.repository.format import object_id
+from backvault.repository.index import IndexedPack
+from backvault.repository.pack import BlobType, Compression, PackWriter
+from backvault.repository.repository import Repository
+
+INDEX_FLUSH_PACKS = 32
+# Keep compression only when it saves at least this fraction: already-compressed data is
+# stored raw, so restoring it costs no decompression.
+MIN_COMPRESSION_SAVING = 0.03
+
+
+@dataclass
+class SaverStatistics:
+    blobs_new: int = 0
+    blobs_known: int = 0
+    bytes_new_raw: int = 0
+    bytes_stored: int = 0
+    packs_written: int = 0
+
+
+class BlobSaver:
+    def __init__(self, repository: Repository, *, workers: int = 2) -> None:
+        self._repository = repository
+        self._chunk_id_key = repository.subkeys.chunk_id
+        self._data_key = repository.subkeys.data
+        self._pack_size = repository.config.pack_size
+        self._level = repository.config.compression_level
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-saver")
+
+        # Bounds the chunks held in memory: those queued plus those being processed.
+        self._in_flight = threading.BoundedSemaphore(workers * 4)
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._pack: PackWriter | None = None
+        self._unindexed: list[IndexedPack] = []
+        self._local = threading.local()
+        self.statistics = SaverStatistics()
+
+    def save(self, blob_type: BlobType, plaintext: bytes) -> Future[bytes]:
+        self._in_flight.acquire()
+        future = self._pool.submit(self._save_blob, blob_type, plaintext)
+        future.add_done_callback(lambda _: self._in_flight.release())
+        return future
+
+    def flush(self) -> None:
+        """Upload the open pack and write the index of every pack not yet indexed."""
+        with self._lock:
+            pack, self._pack = self._pack, None
+        if pack is not None and pack.entries:
+            self._upload(pack)
+        with self._lock:
+            unindexed, self._unindexed = self._unindexed, []
+        if unindexed:
+            self._repository.write_index_file(unindexed)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.flush()
+
+    def _save_blob(self, blob_type: BlobType, plaintext: bytes) -> bytes:
+        blob_id = blake3.blake3(plaintext, key=self._chunk_id_key).digest()
+        with self._lock:
+            if blob_id in self._pending or blob_id in self._repository.index:
+                self.statistics.blobs_known += 1
+                return blob_id
+            self._pending.add(blob_id)
+
+        payload, compression = self._compress(plaintext)
+        full_pack = self._append(blob_type, blob_id, payload, compression, len(plaintext))
+        if full_pack is not None:
+            self._upload(full_pack)
+        return blob_id
+
+    def _compress(self, plaintext: bytes) -> tuple[bytes, Compression]:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
+            self._local.compressor = compressor
+        compressed: bytes = compressor.compress(plaintext)
+        if len(compressed) <= len(plaintext) * (1 - MIN_COMPRESSION_SAVING):
+            return compressed, Compression.ZSTD
+        return plaintext, Compression.NONE
+
+    def _append(
+        self, blob_type: BlobType, blob_id: bytes, payload: bytes, compression: Compression,
+        raw_length: int,
+    ) -> PackWriter | None:
+        with self._lock:
+            if self._pack is None:
+                self._pack = PackWriter(self._data_key)
+            self._pack.add(blob_type, blob_id, payload, compression, raw_length)
+            self.statistics.blobs_new += 1
+            self.statistics.bytes_new_raw += raw_length
+            if self._pack.size < self._pack_size:
+                return None
+            full, self._pack = self._pack, None
+            return full
+
+    def _upload(self, pack: PackWriter) -> None:
+        data = pack.finish()
+        pack_id = object_id(data)
+        self._repository.backend.write("data", pack_id, data)
+        indexed = IndexedPack(pack_id, pack.salt, pack.entries)
+
+        with self._lock:
+            self._repository.index.add_pack(indexed)
+            self._pending.difference_update(entry.blob_id for entry in pack.entries)
+            self._unindexed.append(indexed)
+            self.statistics.packs_written += 1
+            self.statistics.bytes_stored += len(data)
+            if len(self._unindexed) < INDEX_FLUSH_PACKS:
+                return
+            unindexed, self._unindexed = self._unindexed, []
+        self._repository.write_index_file(unindexed)

@@ -1,0 +1,355 @@
+"""The repository: config, key slots, index, blobs, trees and snapshots over a backend.
+
+Write order keeps every state readable after a crash: packs first, then the index files
+that list them, then the snapshot that refers to their blobs. A crash can leave packs
+that no index lists; :meth:`Repository.index_orphan_packs` finds them by reading their
+encrypted headers, so the next backup reuses their blobs.
+"""
+
+from __future__ import annotations
+
+import zstandard
+import blake3
+
+from backvault.crypto.keys import MasterKey, Subkeys
+from backvault.crypto.recovery import RecoveryKey
+from backvault.crypto.slots import (
+    KIND_RECOVERY,
+    KeySlot,
+    decode_slot,
+    encode_slot,
+    make_recovery_slot,
+    open_recovery_slot,
+    read_escrowed_recovery_key,
+)
+from backvault.errors import (
+    BackvaultError,
+    IntegrityError,
+    RepositoryExistsError,
+    RepositoryNotFoundError,
+    UsageError,
+    WrongKeyError,
+)
+from backvault.repository.config import (
+    Config,
+    decode_config,
+    encode_config,
+    verify_config_mac,
+)
+from backvault.repository.format import (
+    MAGIC_INDEX,
+    MAGIC_SNAPSHOT,
+    object_id,
+    open_encrypted_file,
+    seal_encrypted_file,
+)
+from backvault.repository.index import Index, IndexedPack, decode_index, encode_index
+from backvault.repository.lock import Lock
+from backvault.repository.pack import (
+    PREFIX_SIZE,
+    TRAILER,
+    BlobType,
+    Compression,
+    PackEntry,
+    open_blob,
+    open_header,
+    read_header_length,
+)
+from backvault.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
+from backvault.repository.tree import Node, decode_tree, encode_tree
+from backvault.storage import Backend, ObjectNotFoundError
+
+MAX_BLOB_SIZE = 64 * 1024 * 1024  # bytes; bound on one decompressed blob
+
+
+class Repository:
+    """An open repository. Most methods need :meth:`unlock` to have succeeded first."""
+
+    def __init__(self, backend: Backend, config: Config, config_bytes: bytes) -> None:
+        self.backend = backend
+        self.config = config
+        self._config_bytes = config_bytes
+        self._master_key: MasterKey | None = None
+        self._subkeys: Subkeys | None = None
+        self.index = Index()
+        self._indexed_files: set[str] = set()
+
+    # Opening and creating -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, backend: Backend) -> tuple[Repository, RecoveryKey]:
+        """Create a repository with a new master key and a recovery key slot."""
+        if backend.exists_repository():
+            raise RepositoryExistsError(
+                f"a repository already exists at {backend.location}",
+                hint="Use it as it is, or choose another location for a new one.",
+            )
+        backend.create_repository()
+
+        config = Config.new()
+        master_key = MasterKey.generate()
+        recovery_key = RecoveryKey.generate()
+        subkeys = master_key.derive_subkeys(config.repository_id)
+
+        slot = make_recovery_slot(recovery_key, master_key, config.repository_id)
+        backend.write("keys", slot.name, encode_slot(slot))
+
+        # The config goes last: a repository without it does not exist yet, so a crash
+        # during init leaves nothing that looks usable.
+        config_bytes = encode_config(config, subkeys.config_mac)
+        backend.write("config", "config", config_bytes)
+
+        repository = cls(backend, config, config_bytes)
+        repository._set_master_key(master_key)
+        return repository, recovery_key
+
+    @classmethod
+    def open(cls, backend: Backend) -> Repository:
+        if not backend.exists_repository():
+            raise RepositoryNotFoundError(
+                f"no repository found at {backend.location}",
+                hint="Check the path in --repo or BACKVAULT_REPOSITORY, "
+                "or create one with 'backvault init'.",
+            )
+        config_bytes = backend.read("config", "config")
+        return cls(backend, decode_config(config_bytes), config_bytes)
+
+    @property
+    def repository_id(self) -> bytes:
+        return self.config.repository_id
+
+    # Keys -----------------------------------------------------------------------------
+
+    def key_slots(self) -> list[KeySlot]:
+        slots = []
+        for name, _ in self.backend.list("keys"):
+            slots.append(decode_slot(self.backend.read("keys", name), subject=f"key slot {name}"))
+        return sorted(slots, key=lambda slot: slot.created_ns)
+
+    def unlock_with_recovery_key(self, recovery_key: RecoveryKey) -> None:
+        for slot in self.key_slots():
+            if slot.kind != KIND_RECOVERY:
+                continue
+            try:
+                master_key = open_recovery_slot(slot, recovery_key, self.repository_id)
+            except IntegrityError:
+                continue
+            self._set_master_key(master_key)
+            return
+        raise WrongKeyError(
+            "the recovery key does not open this repository",
+            hint="Check that the key belongs to this repository; compare it with the "
+            "recovery sheet printed at 'backvault init'.",
+        )
+
+    def unlock_with_master_key(self, master_key: MasterKey) -> None:
+        self._set_master_key(master_key)
+
+    def _set_master_key(self, master_key: MasterKey) -> None:
+        subkeys = master_key.derive_subkeys(self.repository_id)
+        verify_config_mac(self._config_bytes, subkeys.config_mac)
+        self._master_key = master_key
+        self._subkeys = subkeys
+
+    @property
+    def subkeys(self) -> Subkeys:
+        if self._subkeys is None:
+            raise RuntimeError("the repository is not unlocked")
+        return self._subkeys
+
+    @property
+    def master_key(self) -> MasterKey:
+        if self._master_key is None:
+            raise RuntimeError("the repository is not unlocked")
+        return self._master_key
+
+    def recovery_key(self) -> RecoveryKey:
+        """Return the recovery key, decrypted from its escrowed copy."""
+        for slot in self.key_slots():
+            if slot.kind == KIND_RECOVERY:
+                return read_escrowed_recovery_key(slot, self.master_key, self.repository_id)
+        raise UsageError(
+            "this repository has no recovery key slot",
+            hint="Add one with 'backvault key add-recovery'.",
+        )
+
+    def add_key_slot(self, slot: KeySlot) -> None:
+        self.backend.write("keys", slot.name, encode_slot(slot))
+
+    def remove_key_slot(self, slot_name: str) -> None:
+        slots = self.key_slots()
+        if not any(slot.name == slot_name for slot in slots):
+            raise UsageError(
+                f"no key slot named {slot_name}", hint="List the slots with 'backvault key list'."
+            )
+        if len(slots) == 1:
+            raise UsageError(
+                f"key slot {slot_name} is the last one; removing it would lock you out",
+                hint="Add another protection first.",
+            )
+        self.backend.delete("keys", slot_name)
+
+    def lock(self, *, exclusive: bool) -> Lock:
+        lock = Lock(self.backend, self.subkeys.metadata, exclusive=exclusive)
+        lock.acquire()
+        return lock
+
+    # Index ----------------------------------------------------------------------------
+
+    def load_index(self) -> None:
+        for name, _ in list(self.backend.list("index")):
+            if name in self._indexed_files:
+                continue
+            for pack in self.read_index_file(name):
+                self.index.add_pack(pack)
+            self._indexed_files.add(name)
+
+    def read_index_file(self, name: str) -> list[IndexedPack]:
+        subject = f"index {name}"
+        data = self.backend.read("index", name)
+        body = open_encrypted_file(MAGIC_INDEX, self.subkeys.metadata, data, subject=subject)
+        return decode_index(body, subject=subject)
+
+    def write_index_file(self, packs: list[IndexedPack]) -> str:
+        data = seal_encrypted_file(MAGIC_INDEX, self.subkeys.metadata, encode_index(packs))
+        name = object_id(data)
+        self.backend.write("index", name, data)
+        self._indexed_files.add(name)
+        return name
+
+    def read_pack_header(self, pack_id: str, pack_size: int) -> IndexedPack:
+        subject = f"pack {pack_id}"
+        if pack_size < PREFIX_SIZE + TRAILER.size:
+            raise IntegrityError(subject)
+        prefix = self.backend.read("data", pack_id, 0, PREFIX_SIZE)
+        trailer = self.backend.read("data", pack_id, pack_size - TRAILER.size, TRAILER.size)
+        header_length = read_header_length(trailer, pack_size, subject=subject)
+        header_offset = pack_size - TRAILER.size - header_length
+        sealed_header = self.backend.read("data", pack_id, header_offset, header_length)
+        entries = open_header(
+            self.subkeys.data, prefix, sealed_header, header_offset, subject=subject
+        )
+        return IndexedPack(pack_id, prefix[-32:], entries)
+
+    def index_orphan_packs(self) -> list[str]:
+        """Index packs that no index file lists (left by a crash); return their ids.
+
+        A pack whose header cannot be read is left alone for ``check`` to report.
+        """
+        recovered: list[IndexedPack] = []
+        for pack_id, size in list(self.backend.list("data")):
+            if self.index.has_pack(pack_id):
+                continue
+            try:
+                pack = self.read_pack_header(pack_id, size)
+            except (IntegrityError, ObjectNotFoundError):
+                continue
+            self.index.add_pack(pack)
+            recovered.append(pack)
+        if recovered:
+            self.write_index_file(recovered)
+        return [pack.pack_id for pack in recovered]
+
+    # Blobs and trees ------------------------------------------------------------------
+
+    def blob_id(self, plaintext: bytes | memoryview) -> bytes:
+        return blake3.blake3(plaintext, key=self.subkeys.chunk_id).digest()
+
+    def load_blob(self, blob_id: bytes, blob_type: BlobType) -> bytes:
+        """Read, decrypt, decompress and verify one blob."""
+        subject = f"blob {blob_id.hex()[:16]}"
+        location = self.index.lookup(blob_id)
+        if location is None or location.entry.blob_type != blob_type:
+            raise ObjectNotFoundError(f"{subject} is not in the index")
+
+        entry = location.entry
+        sealed = self.backend.read("data", location.pack_id, entry.offset, entry.length)
+        return self._open_sealed_blob(location.pack_id, location.salt, entry, sealed)
+
+    def load_blob_from(self, pack_id: str, pack: bytes, entry: PackEntry) -> bytes:
+        """Decrypt and verify one blob of a pack already read whole."""
+        sealed = pack[entry.offset : entry.offset + entry.length]
+        return self._open_sealed_blob(pack_id, pack[8:PREFIX_SIZE], entry, sealed)
+
+    def _open_sealed_blob(
+        self, pack_id: str, salt: bytes, entry: PackEntry, sealed: bytes
+    ) -> bytes:
+        subject = f"blob {entry.blob_id.hex()[:16]} in pack {pack_id}"
+        payload = open_blob(self.subkeys.data, salt, entry, sealed, subject=subject)
+        plaintext = self._decompress(payload, entry.compression, entry.raw_length, subject)
+
+        if blake3.blake3(plaintext, key=self.subkeys.chunk_id).digest() != entry.blob_id:
+            raise IntegrityError(subject)
+        return plaintext
+
+    @staticmethod
+    def _decompress(payload: bytes, compression: int, raw_length: int, subject: str) -> bytes:
+        if compression == Compression.NONE:
+            return payload
+        if raw_length > MAX_BLOB_SIZE:
+            raise IntegrityError(subject)
+        try:
+            plaintext: bytes = zstandard.ZstdDecompressor().decompress(
+                payload, max_output_size=raw_length
+            )
+        except zstandard.ZstdError:
+            raise IntegrityError(subject) from None
+        if len(plaintext) != raw_length:
+            raise IntegrityError(subject)
+        return plaintext
+
+    def load_tree(self, tree_id: bytes) -> list[Node]:
+        data = self.load_blob(tree_id, BlobType.TREE)
+        return decode_tree(data, subject=f"tree {tree_id.hex()[:16]}")
+
+    @staticmethod
+    def encode_tree(nodes: list[Node]) -> bytes:
+        return encode_tree(nodes)
+
+    # Snapshots ------------------------------------------------------------------------
+
+    def save_snapshot(self, snapshot: Snapshot) -> str:
+        data = seal_encrypted_file(
+            MAGIC_SNAPSHOT, self.subkeys.metadata, encode_snapshot(snapshot)
+        )
+        snapshot.snapshot_id = object_id(data)
+        self.backend.write("snapshots", snapshot.snapshot_id, data)
+        return snapshot.snapshot_id
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        subject = f"snapshot {snapshot_id}"
+        data = self.backend.read("snapshots", snapshot_id)
+        body = open_encrypted_file(MAGIC_SNAPSHOT, self.subkeys.metadata, data, subject=subject)
+        return decode_snapshot(body, snapshot_id, subject=subject)
+
+    def list_snapshots(self) -> list[Snapshot]:
+        snapshots = [self.load_snapshot(name) for name, _ in self.backend.list("snapshots")]
+        return sorted(snapshots, key=lambda snapshot: (snapshot.time_ns, snapshot.snapshot_id))
+
+    def find_snapshot(self, reference: str) -> Snapshot:
+        """Resolve ``latest``, a full snapshot id or a unique prefix of one."""
+        if reference == "latest":
+            snapshots = self.list_snapshots()
+            if not snapshots:
+                raise UsageError(
+                    "the repository has no snapshots yet",
+                    hint="Make one with 'backvault backup PATH'.",
+                )
+            return snapshots[-1]
+
+        reference = reference.lower()
+        matches = [name for name, _ in self.backend.list("snapshots") if name.startswith(reference)]
+        if not reference or len(matches) == 0:
+            raise UsageError(
+                f"no snapshot matches {reference!r}",
+                hint="List the snapshots with 'backvault snapshots', or use 'latest'.",
+            )
+        if len(matches) > 1:
+            raise UsageError(
+                f"{reference!r} matches {len(matches)} snapshots",
+                hint="Give more digits of the snapshot id.",
+            )
+        return self.load_snapshot(matches[0])
+
+
+__all__ = ["BackvaultError", "Repository"]

@@ -1,0 +1,331 @@
+"""Restore: recreate a snapshot's tree under a target directory.
+
+Each regular file is written to a temporary name in its final directory and renamed over
+the final name when it is complete, so a restore over an existing tree never leaves a
+file half old, half new, never writes through a symlink or an existing hard link, and
+leaves every restored file exactly as long as in the snapshot. Runs of zero bytes that
+fill a whole chunk are skipped with a seek instead of written, so sparse files come back
+sparse. Like the backup, the restore works relative to open directory descriptors, so
+paths longer than ``PATH_MAX`` work.
+
+A blob that is missing or fails authentication damages only the files that use it: the
+restore goes on with the other files and reports the damaged ones at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from backvault.errors import BackvaultError
+from backvault.repository.pack import BlobType
+from backvault.repository.repository import Repository
+from backvault.repository.snapshot import Snapshot
+from backvault.repository.tree import Node
+
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+TEMPORARY_PREFIX = b".backvault-restore-"
+PREFETCH_BLOBS = 8  # blobs read and decrypted ahead of the writer
+
+FILE_TYPE_BITS = {
+    "fifo": stat.S_IFIFO,
+    "chardev": stat.S_IFCHR,
+    "blockdev": stat.S_IFBLK,
+    "socket": stat.S_IFSOCK,
+}
+
+
+@dataclass
+class RestoreProgress:
+    files: int = 0
+    bytes_written: int = 0
+    current: bytes = b""
+
+
+@dataclass
+class RestoreResult:
+    files: int = 0
+    directories: int = 0
+    bytes_written: int = 0
+    damaged: list[tuple[bytes, str]] = field(default_factory=list)
+    warnings: list[tuple[bytes, str]] = field(default_factory=list)
+
+
+def path_selected(path: bytes, includes: list[bytes]) -> bool:
+    """Return true if ``path`` is an include, lies under one, or lies above one."""
+    if not includes:
+        return True
+    for include in includes:
+        if path == include or path.startswith(include.rstrip(b"/") + b"/"):
+            return True
+        if include.startswith(path.rstrip(b"/") + b"/"):
+            return True
+    return False
+
+
+class Restorer:
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        includes: list[bytes] | None = None,
+        progress: Callable[[RestoreProgress], None] | None = None,
+        workers: int = 2,
+    ) -> None:
+        self._repository = repository
+        self._includes = [os.path.normpath(b"/" + include.lstrip(b"/")) for include in includes or []]
+        self._progress_callback = progress
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore")
+        self._hard_links: dict[tuple[int, int], bytes] = {}
+        self._target = b""
+        self._is_root = os.geteuid() == 0
+        self.progress = RestoreProgress()
+        self.result = RestoreResult()
+
+    def run(self, snapshot: Snapshot, target: bytes) -> RestoreResult:
+        os.makedirs(target, exist_ok=True)
+        self._target = os.path.abspath(target)
+        root_fd = os.open(self._target, DIRECTORY_FLAGS)
+        try:
+            self._restore_tree(root_fd, b"", snapshot.tree)
+        finally:
+            os.close(root_fd)
+            self._pool.shutdown(wait=True)
+        return self.result
+
+    # Trees ----------------------------------------------------------------------------
+
+    def _restore_tree(self, dir_fd: int, path: bytes, tree_id: bytes) -> None:
+        try:
+            nodes = self._repository.load_tree(tree_id)
+        except BackvaultError as error:
+            self._damaged(path or b"/", error)
+            return
+
+        for node in nodes:
+            child_path = path + b"/" + node.name
+            if not path_selected(child_path, self._includes):
+                continue
+            if b"/" in node.name or node.name in (b"", b".", b".."):
+                self._damaged(child_path, BackvaultError("invalid file name in tree"))
+                continue
+            self.progress.current = child_path
+            try:
+                self._restore_node(dir_fd, child_path, node)
+            except OSError as error:
+                self.result.warnings.append((child_path, error.strerror or str(error)))
+
+    def _restore_node(self, dir_fd: int, path: bytes, node: Node) -> None:
+        if node.type == "dir":
+            self._restore_directory(dir_fd, path, node)
+        elif node.type == "file":
+            self._restore_file(dir_fd, path, node)
+        elif node.type == "symlink":
+            self._replace_entry(dir_fd, node.name)
+            os.symlink(node.target or b"", node.name, dir_fd=dir_fd)
+            self._apply_metadata(dir_fd, path, node)
+        else:
+            self._restore_special(dir_fd, path, node)
+
+    def _restore_directory(self, dir_fd: int, path: bytes, node: Node) -> None:
+        try:
+            st = os.stat(node.name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                self._replace_entry(dir_fd, node.name)
+                raise FileNotFoundError
+        except FileNotFoundError:
+            os.mkdir(node.name, 0o700, dir_fd=dir_fd)
+
+        child_fd = os.open(node.name, DIRECTORY_FLAGS, dir_fd=dir_fd)
+        try:
+            if node.subtree is not None:
+                self._restore_tree(child_fd, path, node.subtree)
+            self.result.directories += 1
+            # A directory's own metadata goes last: restoring its entries changes its
+            # mtime, and a read-only mode would stop the entries from being created.
+            self._apply_metadata_fd(child_fd, path, node)
+        finally:
+            os.close(child_fd)
+        self._set_times(dir_fd, node)
+
+    def _restore_special(self, dir_fd: int, path: bytes, node: Node) -> None:
+        self._replace_entry(dir_fd, node.name)
+        mode = FILE_TYPE_BITS[node.type] | node.mode
+        try:
+            if node.type == "fifo":
+                os.mkfifo(node.name, node.mode, dir_fd=dir_fd)
+            else:
+                os.mknod(node.name, mode, node.rdev, dir_fd=dir_fd)
+        except PermissionError as error:
+            self.result.warnings.append((path, f"cannot create {node.type}: {error.strerror}"))
+            return
+        self._apply_metadata(dir_fd, path, node)
+
+    # Files ----------------------------------------------------------------------------
+
+    def _restore_file(self, dir_fd: int, path: bytes, node: Node) -> None:
+        if node.links > 1 and self._link_existing(dir_fd, path, node):
+            return
+
+        temporary = TEMPORARY_PREFIX + secrets.token_hex(8).encode()
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+        )
+        try:
+            damage = self._write_content(fd, node)
+            os.ftruncate(fd, node.size)
+            self._apply_metadata_fd(fd, path, node)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=dir_fd)
+            raise
+        os.close(fd)
+
+        self._replace_entry(dir_fd, node.name, keep_files=True)
+        os.rename(temporary, node.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self._set_times(dir_fd, node)
+        self.result.files += 1
+        self.progress.files += 1
+        if damage is not None:
+            self._damaged(path, damage)
+        if node.links > 1:
+            self._hard_links[(node.device, node.inode)] = path
+
+    def _write_content(self, fd: int, node: Node) -> BackvaultError | None:
+        """Write the file's chunks; return the first error, after writing what it can.
+
+        A chunk that cannot be read leaves a hole of its length, so the other chunks keep
+        their offsets and the file keeps its size.
+        """
+        first_error: BackvaultError | None = None
+        offset = 0
+        for blob_id, loaded in self._prefetch(node.content):
+            try:
+                data = loaded.result()
+            except BackvaultError as error:
+                first_error = first_error or error
+                location = self._repository.index.lookup(blob_id)
+                offset += location.entry.raw_length if location else 0
+                continue
+            if data.count(0) != len(data):
+                os.pwrite(fd, data, offset)
+            offset += len(data)
+            self.result.bytes_written += len(data)
+            self.progress.bytes_written += len(data)
+            self._report_progress()
+        return first_error
+
+    def _prefetch(self, blob_ids: list[bytes]) -> Iterator[tuple[bytes, Future[bytes]]]:
+        window: deque[tuple[bytes, Future[bytes]]] = deque()
+        for blob_id in blob_ids:
+            window.append((blob_id, self._pool.submit(self._repository.load_blob, blob_id, BlobType.DATA)))
+            if len(window) >= PREFETCH_BLOBS:
+                yield window.popleft()
+        while window:
+            yield window.popleft()
+
+    def _link_existing(self, dir_fd: int, path: bytes, node: Node) -> bool:
+        first = self._hard_links.get((node.device, node.inode))
+        if first is None:
+            return False
+        source = self._target + first
+        self._replace_entry(dir_fd, node.name)
+        try:
+            os.link(source, node.name, dst_dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as error:
+            if error.errno != errno.ENAMETOOLONG:
+                raise
+            return False
+        self.result.files += 1
+        return True
+
+    # Metadata -------------------------------------------------------------------------
+
+    def _apply_metadata(self, dir_fd: int, path: bytes, node: Node) -> None:
+        """Set owner, mode and times of an entry that is not open (symlink, special file)."""
+        self._chown(path, lambda: os.chown(
+            node.name, node.uid, node.gid, dir_fd=dir_fd, follow_symlinks=False
+        ))
+        if node.type != "symlink":
+            os.chmod(node.name, node.mode, dir_fd=dir_fd)
+        self._set_times(dir_fd, node)
+
+    def _apply_metadata_fd(self, fd: int, path: bytes, node: Node) -> None:
+        self._chown(path, lambda: os.fchown(fd, node.uid, node.gid))
+        for name, value in node.xattrs.items():
+            try:
+                os.setxattr(fd, name, value)
+            except OSError as error:
+                self.result.warnings.append(
+                    (path, f"cannot set extended attribute {name!r}: {error.strerror}")
+                )
+        os.fchmod(fd, node.mode)
+
+    def _chown(self, path: bytes, change_owner: Callable[[], None]) -> None:
+        try:
+            change_owner()
+        except PermissionError:
+            # Only root may give files away; an ordinary user restores them as their own.
+            if self._is_root:
+                self.result.warnings.append((path, "cannot restore the owner"))
+
+    @staticmethod
+    def _set_times(dir_fd: int, node: Node) -> None:
+        os.utime(node.name, ns=(node.mtime, node.mtime), dir_fd=dir_fd, follow_symlinks=False)
+
+    @staticmethod
+    def _replace_entry(dir_fd: int, name: bytes, *, keep_files: bool = False) -> None:
+        """Remove what stands at ``name`` so that a new entry can take its place.
+
+        With ``keep_files``, a file or symlink is left for an atomic rename to replace.
+        """
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            child_fd = os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
+            try:
+                _remove_directory_contents(child_fd)
+            finally:
+                os.close(child_fd)
+            os.rmdir(name, dir_fd=dir_fd)
+        elif not keep_files:
+            os.unlink(name, dir_fd=dir_fd)
+
+    # Reporting ------------------------------------------------------------------------
+
+    def _damaged(self, path: bytes, error: BackvaultError) -> None:
+        self.result.damaged.append((path, error.message))
+
+    def _report_progress(self) -> None:
+        if self._progress_callback is not None:
+            self._progress_callback(self.progress)
+
+
+def _remove_directory_contents(dir_fd: int) -> None:
+    with os.scandir(dir_fd) as scan:
+        names = [os.fsencode(entry.name) for entry in scan]
+    for name in names:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            child_fd = os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
+            try:
+                _remove_directory_contents(child_fd)
+            finally:
+                os.close(child_fd)
+            os.rmdir(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+
+
+__all__ = ["RestoreResult", "Restorer", "path_selected", "shutil"]

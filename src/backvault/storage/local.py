@@ -1,0 +1,139 @@
+"""A repository in a local directory.
+
+Layout: ``config`` and the folders ``keys/``, ``index/``, ``snapshots/``, ``locks/`` and
+``data/00`` to ``data/ff``, where a pack lives in the folder named by the first two hex
+digits of its id. An object is written to a temporary name in its final folder, flushed
+to disk, then renamed, and the folder is flushed too, so a crash leaves either nothing or
+the whole object. Temporary names start with ``.tmp-`` and are never listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from backvault.storage.base import KINDS, ObjectNotFoundError, StorageError
+
+TEMPORARY_PREFIX = ".tmp-"
+
+
+class LocalBackend:
+    """Objects stored as files under one directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(root).absolute()
+
+    @property
+    def location(self) -> str:
+        return str(self._root)
+
+    def exists_repository(self) -> bool:
+        return (self._root / "config").is_file()
+
+    def create_repository(self) -> None:
+        if self._root.exists() and any(self._root.iterdir()):
+            raise StorageError(
+                f"{self._root} exists and is not empty",
+                hint="Choose a new or empty directory for the repository.",
+            )
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            for kind in KINDS[1:]:
+                (self._root / kind).mkdir()
+            for prefix in range(256):
+                (self._root / "data" / f"{prefix:02x}").mkdir()
+        except OSError as error:
+            raise StorageError(f"cannot create the repository at {self._root}: {error}") from error
+
+    def exists(self, kind: str, name: str) -> bool:
+        return self._path(kind, name).is_file()
+
+    def read(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(kind, name)
+        try:
+            with open(path, "rb") as file:
+                if offset:
+                    file.seek(offset)
+                return file.read() if length is None else file.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{kind}/{name} is missing from {self._root}") from None
+        except OSError as error:
+            raise StorageError(f"cannot read {path}: {error}") from error
+
+    def write(self, kind: str, name: str, data: bytes | memoryview) -> None:
+        path = self._path(kind, name)
+        temporary = path.with_name(TEMPORARY_PREFIX + secrets.token_hex(8))
+        try:
+            self._write_durably(temporary, data)
+            os.replace(temporary, path)
+            self._flush_directory(path.parent)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise StorageError(f"cannot write {path}: {error}") from error
+
+    def list(self, kind: str) -> Iterator[tuple[str, int]]:
+        folder = self._root / kind
+        folders = sorted(folder.iterdir()) if kind == "data" else [folder]
+        for directory in folders:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name.startswith(TEMPORARY_PREFIX) or not entry.is_file():
+                        continue
+                    yield entry.name, entry.stat().st_size
+
+    def delete(self, kind: str, name: str) -> None:
+        try:
+            self._path(kind, name).unlink()
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{kind}/{name} is missing from {self._root}") from None
+
+    def remove_temporary_files(self) -> int:
+        """Remove ``.tmp-`` files left by a crashed writer; return how many were removed."""
+        removed = 0
+        for directory, _, files in os.walk(self._root):
+            for file_name in files:
+                if file_name.startswith(TEMPORARY_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(directory, file_name))
+                        removed += 1
+        return removed
+
+    def _path(self, kind: str, name: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"unknown object kind {kind!r}")
+        if kind == "config":
+            return self._root / "config"
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid object name {name!r}")
+        if kind == "data":
+            return self._root / "data" / name[:2] / name
+        return self._root / kind / name
+
+    @staticmethod
+    def _write_durably(path: Path, data: bytes | memoryview) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _flush_directory(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            # Some filesystems cannot flush a directory; the rename is still atomic there.
+            if error.errno not in (errno.EINVAL, errno.ENOTSUP):
+                raise
+        finally:
+            os.close(fd)
