@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -12,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Linux reports ru_maxrss in KiB.
-MAXRSS_UNIT_BYTES = 1024
+# GNU time (Debian package "time") reports the peak RSS of the command it runs, in KiB.
+GNU_TIME = "/usr/bin/time"
+KIB = 1024
 COMPARE_READ_BYTES = 1 << 20
 MAX_REPORTED_DIFFERENCES = 20
 
@@ -38,6 +40,32 @@ class StepResult:
         return self.user_seconds + self.system_seconds
 
 
+class MeasurementError(Exception):
+    """Raised when GNU time is missing or its output cannot be read."""
+
+
+def check_gnu_time() -> None:
+    """Raise MeasurementError unless GNU time is installed at GNU_TIME."""
+    try:
+        completed = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True,
+                                   timeout=30, check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as error:
+        raise MeasurementError(f"GNU time was not found at {GNU_TIME}; install it with "
+                               "`apt-get install -y time` (Debian package time)") from error
+    if "GNU" not in completed.stdout + completed.stderr:
+        raise MeasurementError(f"{GNU_TIME} is not GNU time; install it with "
+                               "`apt-get install -y time` (Debian package time)")
+
+
+def read_peak_rss_kib(path: Path) -> int:
+    # With a non-zero exit, GNU time writes "Command exited with non-zero status N" or
+    # "Command terminated by signal N" before the formatted line.
+    lines = path.read_text(encoding="utf-8", errors="replace").split()
+    if not lines or not lines[-1].isdigit():
+        raise MeasurementError(f"cannot read the peak RSS from GNU time output {path}")
+    return int(lines[-1])
+
+
 class CommandFailed(Exception):
     """Raised when a measured command exits non-zero or times out."""
 
@@ -60,22 +88,28 @@ def read_tail(path: Path, max_bytes: int = 4000) -> str:
 
 def run_measured(step: str, command: Sequence[str], env: Mapping[str, str], log_dir: Path,
                  timeout_seconds: float, cwd: Path | None = None) -> StepResult:
-    """Run ``command`` to completion and measure it.
+    """Run ``command`` to completion under GNU time and measure it.
 
-    Wall time is taken around the process's whole life. CPU time and peak RSS come from the
-    rusage that ``os.wait4`` returns for this child, which also counts descendants that the
-    child waited for. Output goes to ``<log_dir>/<step>.stdout`` and ``.stderr``. Raises
-    CommandFailed on a non-zero exit or a timeout.
+    Wall time is taken around the process's whole life. CPU time comes from the rusage that
+    ``os.wait4`` returns for GNU time, which includes the command it waited for. Peak RSS
+    comes from GNU time and not from that rusage: a child of this process inherits this
+    process's peak RSS through fork and exec, so ``ru_maxrss`` would report the harness's
+    memory, while GNU time forks the command from a process of about 1 MB.
+
+    Output goes to ``<log_dir>/<step>.stdout`` and ``.stderr``. Raises CommandFailed on a
+    non-zero exit or a timeout.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     stdout_path = log_dir / f"{step}.stdout"
     stderr_path = log_dir / f"{step}.stderr"
+    rss_path = log_dir / f"{step}.time"
     timed_out = threading.Event()
 
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(
-            list(command), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+            [GNU_TIME, "--format=%M", f"--output={rss_path}", *command],
+            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
             env=dict(env), cwd=cwd, start_new_session=True,
         )
 
@@ -98,13 +132,20 @@ def run_measured(step: str, command: Sequence[str], env: Mapping[str, str], log_
     exit_code = os.waitstatus_to_exitcode(status)
     # The child was reaped by os.wait4, so Popen must not wait for it again.
     process.returncode = exit_code
+    try:
+        max_rss_bytes = read_peak_rss_kib(rss_path) * KIB
+    except MeasurementError:
+        if exit_code == 0 and not timed_out.is_set():
+            raise
+        # A killed GNU time writes nothing; the failure itself is reported below.
+        max_rss_bytes = 0
     result = StepResult(
         step=step,
         command=list(command),
         wall_seconds=wall,
         user_seconds=usage.ru_utime,
         system_seconds=usage.ru_stime,
-        max_rss_bytes=usage.ru_maxrss * MAXRSS_UNIT_BYTES,
+        max_rss_bytes=max_rss_bytes,
         exit_code=exit_code,
         timed_out=timed_out.is_set(),
         stdout_path=str(stdout_path),
@@ -116,10 +157,8 @@ def run_measured(step: str, command: Sequence[str], env: Mapping[str, str], log_
 
 
 def kill_process_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def tree_size_bytes(path: Path) -> int:

@@ -222,8 +222,9 @@ def method_section() -> list[str]:
         "restore the latest snapshot into an empty directory and compare it with the source "
         "byte for byte; check the repository with all data read.",
         "",
-        "- Times are wall-clock seconds of the whole command. CPU times and peak RSS come "
-        "from the rusage that `os.wait4` returns for the command's process.",
+        "- Times are wall-clock seconds of the whole command. CPU times come from the "
+        "rusage that `os.wait4` returns for the command. Peak RSS is the maximum resident "
+        "set size of the command's process as GNU time (`/usr/bin/time`) reports it.",
         "- MB is 10^6 bytes. MB/s is the data set size divided by the step's wall time.",
         "- Repository size is the sum of the sizes of the files in the repository directory "
         "(apparent size, like `du -b`). Each tool's local cache lives outside the repository "
@@ -252,7 +253,7 @@ def render_markdown(results: BenchmarkResults) -> str:
     lines += ["", "## Tools and settings", ""]
     lines += table(["Tool", "Version", "Settings"],
                    [[run.tool, run.version, run.settings] for run in results.runs])
-    lines += [""] + dataset_section(results)
+    lines += ["", *dataset_section(results)]
     lines += ["", "## Results", ""]
     lines += results_table(results.runs)
     lines += ["", "## backvault against restic", ""]
@@ -275,7 +276,7 @@ def render_markdown(results: BenchmarkResults) -> str:
             lines.append(f"- {run.tool}: {len(run.restore_mode_differences)} restored entries "
                          f"have other permission bits than the source, for example {sample}")
 
-    lines += [""] + method_section()
+    lines += ["", *method_section()]
     return "\n".join(lines) + "\n"
 
 

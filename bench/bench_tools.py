@@ -10,6 +10,7 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench_measure import StepResult, run_measured
 
@@ -59,6 +60,14 @@ def base_environment(home: Path) -> dict[str, str]:
     env["XDG_CACHE_HOME"] = str(home / ".cache")
     env["XDG_CONFIG_HOME"] = str(home / ".config")
     return env
+
+
+def load_json_output(result: StepResult) -> Any:
+    try:
+        return json.loads(Path(result.stdout_path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ToolOutputError(f"{' '.join(result.command)} printed invalid JSON ({error}); "
+                              f"output is in {result.stdout_path}") from error
 
 
 def first_output_line(command: list[str]) -> str:
@@ -155,7 +164,10 @@ class Restic(BackupTool):
 
     def list_snapshots(self, context: RunContext) -> tuple[StepResult, int] | None:
         result = context.run("snapshots", [self.executable(), "snapshots", "--json"])
-        snapshots = json.loads(Path(result.stdout_path).read_text(encoding="utf-8"))
+        snapshots = load_json_output(result)
+        if not isinstance(snapshots, list):
+            raise ToolOutputError(f"`restic snapshots --json` printed no JSON list; see "
+                                  f"{result.stdout_path}")
         return result, len(snapshots)
 
 
@@ -211,7 +223,10 @@ class Borg(BackupTool):
     def list_snapshots(self, context: RunContext) -> tuple[StepResult, int] | None:
         result = context.run("snapshots", [self.executable(), "list", "--json",
                                            str(context.repository)])
-        listing = json.loads(Path(result.stdout_path).read_text(encoding="utf-8"))
+        listing = load_json_output(result)
+        if not isinstance(listing, dict) or not isinstance(listing.get("archives"), list):
+            raise ToolOutputError(f"`borg list --json` printed no archives list; see "
+                                  f"{result.stdout_path}")
         return result, len(listing["archives"])
 
 
@@ -249,16 +264,11 @@ class Backvault(BackupTool):
         # init creates the key, so BACKVAULT_RECOVERY_KEY_FILE is set only after it.
         result = context.run("init", [self.executable(), "init", "--repo",
                                       str(context.repository), "--no-confirm", "--json"])
-        output = Path(result.stdout_path).read_text(encoding="utf-8")
-        try:
-            recovery_key = json.loads(output)["recovery_key"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ToolOutputError(
-                "`backvault init --json` did not print a JSON object with a recovery_key "
-                f"field ({error}); output is in {result.stdout_path}") from error
+        output = load_json_output(result)
+        recovery_key = output.get("recovery_key") if isinstance(output, dict) else None
         if not isinstance(recovery_key, str) or not recovery_key:
-            raise ToolOutputError("`backvault init --json` printed an empty or non-string "
-                                  "recovery_key")
+            raise ToolOutputError("`backvault init --json` printed no JSON object with a "
+                                  f"non-empty recovery_key string; see {result.stdout_path}")
         key_file = self.key_file(context)
         descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
@@ -279,11 +289,7 @@ class Backvault(BackupTool):
 
     def list_snapshots(self, context: RunContext) -> tuple[StepResult, int] | None:
         result = context.run("snapshots", [self.executable(), "snapshots", "--json"])
-        try:
-            listing = json.loads(Path(result.stdout_path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ToolOutputError(f"`backvault snapshots --json` printed invalid JSON "
-                                  f"({error}); output is in {result.stdout_path}") from error
+        listing = load_json_output(result)
         if isinstance(listing, dict) and isinstance(listing.get("snapshots"), list):
             listing = listing["snapshots"]
         if not isinstance(listing, list):

@@ -31,6 +31,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 DEFAULT_SEED = 20240601
 
@@ -496,26 +497,27 @@ def plan_members(rng: random.Random, text: TextGenerator, kind: str, output_byte
     return members
 
 
+def open_compressed(raw: BinaryIO, compression: str) -> gzip.GzipFile | lzma.LZMAFile:
+    if compression == "gz":
+        # A fixed mtime and no file name, because tarfile's own "w:gz" mode writes the
+        # current time into the gzip header.
+        return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=ARCHIVE_MEMBER_MTIME)
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="wb", format=lzma.FORMAT_XZ)
+    raise DatasetError(f"unknown tar compression {compression!r}")
+
+
 def write_tar(path: Path, members: Iterable[ArchiveMember], compression: str) -> None:
-    with path.open("wb") as raw:
-        compressed: io.BufferedIOBase
-        if compression == "gz":
-            # gzip.GzipFile with a fixed mtime and no file name: tarfile's own "w:gz" mode
-            # writes the current time into the gzip header.
-            compressed = gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                       mtime=ARCHIVE_MEMBER_MTIME)
-        else:
-            compressed = lzma.LZMAFile(raw, mode="wb", format=lzma.FORMAT_XZ)
-        with compressed, tarfile.open(fileobj=compressed, mode="w",
-                                      format=tarfile.PAX_FORMAT) as archive:
-            for member in members:
-                info = tarfile.TarInfo(member.name)
-                info.size = len(member.data)
-                info.mtime = ARCHIVE_MEMBER_MTIME
-                info.mode = 0o644
-                info.uid = info.gid = 1000
-                info.uname = info.gname = "user"
-                archive.addfile(info, io.BytesIO(member.data))
+    with path.open("wb") as raw, open_compressed(raw, compression) as compressed, \
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for member in members:
+            info = tarfile.TarInfo(member.name)
+            info.size = len(member.data)
+            info.mtime = ARCHIVE_MEMBER_MTIME
+            info.mode = 0o644
+            info.uid = info.gid = 1000
+            info.uname = info.gname = "user"
+            archive.addfile(info, io.BytesIO(member.data))
 
 
 def write_zip(path: Path, members: Iterable[ArchiveMember]) -> None:

@@ -110,7 +110,7 @@ def write_recovery_sheet(
         )
     except OSError as error:
         raise UsageError(
-            f"cannot create the recovery sheet in {directory}: {error.strerror}",
+            f"cannot create the recovery sheet in {directory}: {error.strerror or error}",
             hint="Give a path in an existing directory that you can write to.",
         ) from error
 

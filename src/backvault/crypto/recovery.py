@@ -169,7 +169,7 @@ def _candidate_error_positions(digits: str) -> set[int]:
     1905 corrections changes the CRC residue by a distinct nonzero value (the tests check
     all of them), so a key with exactly one such typo has exactly one candidate: the true
     correction. With two or more typos there may be no candidate, or candidates in groups
-    that hold no typo.
+    that contain no typo.
     """
     positions: set[int] = set()
     for position in range(DIGIT_COUNT):

@@ -90,8 +90,8 @@ class Lock:
                 raise RepositoryLockedError(
                     f"the repository is locked by pid {info.pid} on {info.hostname} "
                     f"(user {info.username}, {'exclusive' if info.exclusive else 'shared'})",
-                    hint="Wait for that process to finish; if it is gone, run "
-                    "'backvault unlock' on its host or remove locks/" + name + ".",
+                    hint="Wait for that process to finish. If it is gone, run "
+                    "'backvault unlock' on its host, or 'backvault unlock --remove-all'.",
                 )
 
     def _read_lock(self, name: str) -> LockInfo | None:
@@ -119,3 +119,19 @@ def _username() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
+
+
+def remove_locks(backend: Backend, metadata_key: bytes, *, all_hosts: bool) -> int:
+    """Remove stale locks of this host, or every lock with ``all_hosts``; return the count."""
+    removed = 0
+    reader = Lock(backend, metadata_key, exclusive=False)
+    for name, _ in list(backend.list("locks")):
+        info = reader._read_lock(name)
+        if info is None:
+            continue
+        stale = info.hostname == socket.gethostname() and not _process_is_alive(info.pid)
+        if all_hosts or stale:
+            with contextlib.suppress(ObjectNotFoundError):
+                backend.delete("locks", name)
+                removed += 1
+    return removed

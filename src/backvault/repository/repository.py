@@ -44,7 +44,7 @@ from backvault.repository.format import (
     seal_encrypted_file,
 )
 from backvault.repository.index import Index, IndexedPack, decode_index, encode_index
-from backvault.repository.lock import Lock
+from backvault.repository.lock import Lock, remove_locks
 from backvault.repository.pack import (
     PREFIX_SIZE,
     TRAILER,
@@ -188,6 +188,9 @@ class Repository:
                 hint="Add another protection first.",
             )
         self.backend.delete("keys", slot_name)
+
+    def remove_locks(self, *, all_hosts: bool) -> int:
+        return remove_locks(self.backend, self.subkeys.metadata, all_hosts=all_hosts)
 
     def lock(self, *, exclusive: bool) -> Lock:
         lock = Lock(self.backend, self.subkeys.metadata, exclusive=exclusive)

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Benchmark backvault, restic and borg side by side on the same data set.
+
+For each tool: init, first backup, 1% change, second backup, no-change backup, restore of
+the latest snapshot with a byte-for-byte comparison, and a check that reads all data. The
+results go to a Markdown report and a JSON file next to it. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import sqlite3
+import sys
+import sysconfig
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import make_dataset
+from bench_measure import (
+    CommandFailed,
+    MeasurementError,
+    check_gnu_time,
+    compare_trees,
+    read_tree,
+    tree_size_bytes,
+)
+from bench_report import BenchmarkResults, ToolRun, write_reports
+from bench_tools import (
+    BackupTool,
+    RunContext,
+    ToolMissing,
+    ToolOutputError,
+    base_environment,
+    make_tool,
+)
+from make_dataset import ComponentStats, DatasetError, DatasetStats
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TOOLS = "backvault,restic,borg"
+DEFAULT_TIMEOUT_SECONDS = 4 * 3600
+# Bumped when make_dataset.py changes what it builds, so older data sets are rebuilt.
+DATASET_FORMAT = 1
+MAX_LISTED_DIFFERENCES = 20
+
+
+class BenchmarkError(Exception):
+    """Raised for a problem that stops the whole benchmark."""
+
+
+class RestoreMismatch(Exception):
+    """Raised when a restored tree differs from the data that was backed up."""
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark backvault, restic and borg on the same generated data set.")
+    parser.add_argument("--scale", choices=sorted(make_dataset.SCALES), default="small",
+                        help="data set size: small is about 60 MB, full about 1.4 GB "
+                             "(default: small)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/backvault-bench"),
+                        help="directory for the data set, repositories and logs; must be "
+                             "outside the repository (default: /tmp/backvault-bench)")
+    parser.add_argument("--tools", default=DEFAULT_TOOLS,
+                        help=f"comma-separated tools to run, in order (default: {DEFAULT_TOOLS})")
+    parser.add_argument("--output", type=Path, default=REPOSITORY_ROOT / "docs" / "benchmarks.md",
+                        help="Markdown report path; the raw figures go next to it with a .json "
+                             "suffix (default: docs/benchmarks.md in the repository)")
+    parser.add_argument("--backvault-bin", type=Path,
+                        default=REPOSITORY_ROOT / ".venv" / "bin" / "backvault",
+                        help="backvault executable (default: .venv/bin/backvault in the "
+                             "repository)")
+    parser.add_argument("--rebuild-dataset", action="store_true",
+                        help="build the data set again even if one of this scale exists")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
+                        help="seconds after which one tool command is killed "
+                             f"(default: {DEFAULT_TIMEOUT_SECONDS})")
+    return parser.parse_args(argv)
+
+
+# --- Data set -----------------------------------------------------------------------------
+
+
+def dataset_from_json(data: dict[str, Any]) -> DatasetStats:
+    components = [ComponentStats(**component) for component in data["components"]]
+    fields = {name: value for name, value in data.items() if name != "components"}
+    return DatasetStats(**fields, components=components)
+
+
+def ensure_dataset(work: Path, scale: str, rebuild: bool) -> tuple[Path, DatasetStats]:
+    """Return the pristine data set of ``scale`` under ``work``, building it if needed.
+
+    A marker file written after a complete build says which data set can be reused; a
+    build that stopped halfway has no marker and is built again.
+    """
+    directory = work / f"dataset-{scale}"
+    marker = work / f"dataset-{scale}.json"
+    if marker.is_file() and directory.is_dir() and not rebuild:
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if (saved.get("format") == DATASET_FORMAT
+                and saved.get("python_stdlib") == sys_stdlib()
+                and saved.get("sqlite_version") == sqlite3.sqlite_version):
+            print(f"reusing data set {directory}", flush=True)
+            return directory, dataset_from_json(saved["stats"])
+        print(f"data set {directory} was built by another make_dataset.py, Python or SQLite; "
+              "building it again", flush=True)
+
+    marker.unlink(missing_ok=True)
+    if directory.exists():
+        shutil.rmtree(directory)
+    print(f"building the {scale} data set in {directory}", flush=True)
+    stats = make_dataset.build_dataset(directory, scale)
+    marker.write_text(json.dumps({
+        "format": DATASET_FORMAT,
+        "python_stdlib": sys_stdlib(),
+        "sqlite_version": sqlite3.sqlite_version,
+        "stats": asdict(stats),
+    }, indent=2), encoding="utf-8")
+    return directory, stats
+
+
+def sys_stdlib() -> str:
+    return sysconfig.get_paths()["stdlib"]
+
+
+def fresh_copy(pristine: Path, destination: Path) -> None:
+    if destination.exists():
+        shutil.rmtree(destination)
+    make_dataset.copy_entry(pristine, destination, frozenset(), frozenset())
+    # Write the copy out now, so its writeback does not run during the first backup.
+    os.sync()
+
+
+# --- Machine description ------------------------------------------------------------------
+
+
+def read_proc_field(path: str, name: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        return None
+    return None
+
+
+def os_release_name() -> str:
+    try:
+        with open("/etc/os-release", encoding="utf-8") as file:
+            for line in file:
+                key, _, value = line.strip().partition("=")
+                if key == "PRETTY_NAME":
+                    return value.strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+def filesystem_of(path: Path) -> str:
+    best = ("", "unknown", "unknown")
+    try:
+        with open("/proc/mounts", encoding="utf-8") as file:
+            for line in file:
+                device, mount_point, fs_type, *_rest = line.split()
+                if (path.as_posix() + "/").startswith(mount_point.rstrip("/") + "/") and \
+                        len(mount_point) >= len(best[0]):
+                    best = (mount_point, fs_type, device)
+    except OSError:
+        return "unknown"
+    return f"{best[1]} on {best[2]} (mounted at {best[0]})"
+
+
+def describe_machine(work: Path) -> dict[str, str]:
+    memory = read_proc_field("/proc/meminfo", "MemTotal")
+    memory_text = "unknown"
+    if memory is not None and memory.endswith("kB"):
+        memory_text = f"{int(memory.split()[0]) / 1024 / 1024:.1f} GiB"
+    return {
+        "CPU": read_proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "CPUs available (nproc)": str(len(os.sched_getaffinity(0))),
+        "Memory": memory_text,
+        "Kernel": f"{platform.system()} {platform.release()}",
+        "OS": os_release_name(),
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "SQLite library": sqlite3.sqlite_version,
+        "Work directory file system": filesystem_of(work),
+    }
+
+
+# --- One tool -----------------------------------------------------------------------------
+
+
+def prepare_run(tool: BackupTool, work: Path, timeout: float) -> RunContext:
+    run_dir = work / "runs" / tool.name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    home = run_dir / "home"
+    home.mkdir(parents=True)
+    context = RunContext(run_dir=run_dir, repository=run_dir / "repository",
+                         log_dir=run_dir / "logs", timeout_seconds=timeout,
+                         env=base_environment(home))
+    tool.prepare_environment(context)
+    return context
+
+
+def verify_restore(tool: BackupTool, run: ToolRun, target: Path, source: Path) -> None:
+    restored = tool.restored_root(target, source)
+    comparison = compare_trees(source, restored)
+    run.restore_entries_compared = comparison.entries
+    run.restore_bytes_compared = comparison.bytes_compared
+    run.restore_mode_differences = comparison.mode_differences
+    if not comparison.identical:
+        listed = "\n".join(comparison.differences[:MAX_LISTED_DIFFERENCES])
+        raise RestoreMismatch(
+            f"{tool.name} restored data that differs from the source in "
+            f"{len(comparison.differences)} places ({restored} against {source}):\n{listed}")
+    print(f"  restore matches the source: {comparison.entries} entries, "
+          f"{comparison.bytes_compared} bytes compared", flush=True)
+
+
+def run_steps(tool: BackupTool, run: ToolRun, context: RunContext, pristine: Path,
+              source: Path) -> None:
+    """Run every benchmark step of one tool, appending measurements to ``run``."""
+    fresh_copy(pristine, source)
+    read_tree(source)
+    run.source_bytes_first_backup = tree_size_bytes(source)
+
+    def print_last_step(label: str) -> None:
+        step = run.steps[-1]
+        print(f"  {label}: {step.wall_seconds:.2f} s wall, "
+              f"{step.max_rss_bytes / 1e6:.1f} MB peak RSS", flush=True)
+
+    run.steps.append(tool.init(context))
+    print_last_step("init")
+    run.steps.append(tool.backup(context, source, 1))
+    print_last_step("first backup")
+
+    run.mutation = make_dataset.mutate_dataset(source)
+    os.sync()
+    run.source_bytes_latest = tree_size_bytes(source)
+    print(f"  changed {run.mutation.changed_bytes} bytes of the data set", flush=True)
+
+    run.steps.append(tool.backup(context, source, 2))
+    print_last_step("second backup")
+    run.steps.append(tool.backup(context, source, 3))
+    print_last_step("no-change backup")
+
+    listing = tool.list_snapshots(context)
+    if listing is not None:
+        step, run.snapshot_count = listing
+        run.steps.append(step)
+        if run.snapshot_count != 3:
+            raise ToolOutputError(f"{tool.name} lists {run.snapshot_count} snapshots after "
+                                  "three backups; expected 3")
+
+    target = context.run_dir / "restore"
+    target.mkdir()
+    run.steps.append(tool.restore_latest(context, target))
+    print_last_step("restore")
+    verify_restore(tool, run, target, source)
+    # The restored copy is as large as the data set, so it goes once it has been compared.
+    shutil.rmtree(target)
+
+    run.steps.append(tool.check(context))
+    print_last_step("check --read-data")
+    run.repository_bytes = tree_size_bytes(context.repository)
+    run.local_cache_bytes = tree_size_bytes(context.run_dir / "home")
+    run.status = "ok"
+
+
+def run_tool(tool: BackupTool, version: str, work: Path, pristine: Path,
+             timeout: float) -> ToolRun:
+    run = ToolRun(tool=tool.name, version=version, settings=tool.settings)
+    print(f"{tool.name}: {version}", flush=True)
+    context = prepare_run(tool, work, timeout)
+    try:
+        run_steps(tool, run, context, pristine, work / "source")
+    except CommandFailed as error:
+        run.status = f"command failed in step {error.result.step}"
+        run.error = str(error)
+    except RestoreMismatch as error:
+        run.status = "restored data differs from the source"
+        run.error = str(error)
+    except ToolOutputError as error:
+        run.status = "unexpected tool output"
+        run.error = str(error)
+    if not run.succeeded:
+        print(f"ERROR: {tool.name}: {run.status}\n{run.error}\n"
+              f"logs and repository are kept in {context.run_dir}", file=sys.stderr, flush=True)
+    return run
+
+
+# --- Main ---------------------------------------------------------------------------------
+
+
+def check_tools(tools: list[BackupTool]) -> dict[str, str]:
+    """Return each tool's version, or raise BenchmarkError naming every missing tool."""
+    versions: dict[str, str] = {}
+    problems: list[str] = []
+    for tool in tools:
+        try:
+            versions[tool.name] = tool.version()
+        except ToolMissing as error:
+            problems.append(str(error))
+    if problems:
+        raise BenchmarkError("\n".join(problems))
+    return versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    work = arguments.work.resolve()
+    output = arguments.output.resolve()
+    names = [name.strip() for name in arguments.tools.split(",") if name.strip()]
+
+    try:
+        if not names:
+            raise BenchmarkError("--tools is empty; name at least one of backvault, restic, "
+                                 "borg")
+        if len(set(names)) != len(names):
+            raise BenchmarkError(f"--tools names a tool twice: {arguments.tools}")
+        if work.is_relative_to(REPOSITORY_ROOT):
+            raise BenchmarkError(f"--work {work} is inside the repository {REPOSITORY_ROOT}; "
+                                 "pass a directory outside it, for example under /tmp")
+        if output.suffix == ".json":
+            raise BenchmarkError(f"--output {output} must be the Markdown report path; the "
+                                 "JSON file is written next to it")
+        try:
+            tools = [make_tool(name, arguments.backvault_bin.resolve()) for name in names]
+        except ValueError as error:
+            raise BenchmarkError(str(error)) from error
+        check_gnu_time()
+        versions = check_tools(tools)
+
+        work.mkdir(parents=True, exist_ok=True)
+        pristine, dataset = ensure_dataset(work, arguments.scale, arguments.rebuild_dataset)
+    except (BenchmarkError, DatasetError, MeasurementError) as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
+
+    started = datetime.now(UTC)
+    runs = [run_tool(tool, versions[tool.name], work, pristine, arguments.timeout)
+            for tool in tools]
+
+    notes: list[str] = []
+    mutations = {json.dumps(asdict(run.mutation), sort_keys=True)
+                 for run in runs if run.mutation is not None}
+    if len(mutations) > 1:
+        notes.append("The 1% change differed between tools; compare the `mutation` entries "
+                     "in the JSON file.")
+
+    results = BenchmarkResults(
+        command=shlex.join(sys.orig_argv),
+        date_utc=started.strftime("%Y-%m-%d %H:%M"),
+        scale=arguments.scale,
+        work_directory=str(work),
+        machine=describe_machine(work),
+        dataset=dataset,
+        runs=runs,
+        notes=notes,
+    )
+    json_path = write_reports(results, output)
+    print(f"wrote {output} and {json_path}", flush=True)
+
+    failed = [run.tool for run in runs if not run.succeeded]
+    if failed:
+        print(f"run.py: error: benchmark failed for {', '.join(failed)}; see the Failures "
+              f"section of {output}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
