@@ -29,7 +29,7 @@ from backvault.repository.archiver import Archiver, BackupProgress
 from backvault.repository.blobsaver import BlobSaver
 from backvault.repository.checker import Checker, CheckResult
 from backvault.repository.repository import Repository
-from backvault.repository.restorer import RestoreProgress, RestoreResult, Restorer, path_selected
+from backvault.repository.restorer import RestoreProgress, Restorer, RestoreResult, path_selected
 from backvault.repository.snapshot import Snapshot
 from backvault.repository.tree import Node
 from backvault.storage import LocalBackend, open_backend

@@ -61,7 +61,9 @@ class PartialBackupError(BackvaultError):
     exit_code = 3
 
     def __init__(self, message: str, *, snapshot_id: str, skipped: list[bytes]) -> None:
-        super().__init__(message, hint="The skipped paths are listed above; fix access and run again.")
+        super().__init__(
+            message, hint="The skipped paths are listed above; fix access and run again."
+        )
         self.snapshot_id = snapshot_id
         self.skipped = skipped
 

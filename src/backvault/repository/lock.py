@@ -19,7 +19,12 @@ from dataclasses import dataclass
 import msgpack
 
 from backvault.errors import BackvaultError, IntegrityError, RepositoryLockedError
-from backvault.repository.format import MAGIC_LOCK, open_encrypted_file, seal_encrypted_file, object_id
+from backvault.repository.format import (
+    MAGIC_LOCK,
+    object_id,
+    open_encrypted_file,
+    seal_encrypted_file,
+)
 from backvault.storage import Backend, ObjectNotFoundError
 
 
@@ -52,8 +57,11 @@ class Lock:
     def acquire(self) -> None:
         self._check_existing_locks()
         info = {
-            "hostname": socket.gethostname(), "pid": os.getpid(),
-            "username": _username(), "time": time.time_ns(), "exclusive": self.exclusive,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "username": _username(),
+            "time": time.time_ns(),
+            "exclusive": self.exclusive,
         }
         data = seal_encrypted_file(
             MAGIC_LOCK, self._metadata_key, msgpack.packb(info, use_bin_type=True)
@@ -102,8 +110,11 @@ class Lock:
                 raw=False,
             )
             return LockInfo(
-                str(body["hostname"]), int(body["pid"]), str(body["username"]),
-                int(body["time"]), bool(body["exclusive"]),
+                str(body["hostname"]),
+                int(body["pid"]),
+                str(body["username"]),
+                int(body["time"]),
+                bool(body["exclusive"]),
             )
         except ObjectNotFoundError:
             return None

@@ -65,7 +65,11 @@ class PackEntry:
 
     def pack(self) -> bytes:
         return ENTRY.pack(
-            self.blob_type, self.compression, self.blob_id, self.offset, self.length,
+            self.blob_type,
+            self.compression,
+            self.blob_id,
+            self.offset,
+            self.length,
             self.raw_length,
         )
 
@@ -82,7 +86,9 @@ def unpack_entries(data: bytes | memoryview, *, subject: str) -> list[PackEntry]
         raise IntegrityError(subject) from None
 
 
-def blob_associated_data(entry_type: int, compression: int, raw_length: int, blob_id: bytes) -> bytes:
+def blob_associated_data(
+    entry_type: int, compression: int, raw_length: int, blob_id: bytes
+) -> bytes:
     return BLOB_AAD.pack(b"BVBL", entry_type, compression, raw_length) + blob_id
 
 
@@ -101,8 +107,12 @@ class PackWriter:
         return len(self._buffer)
 
     def add(
-        self, blob_type: BlobType, blob_id: bytes, payload: bytes | memoryview,
-        compression: Compression, raw_length: int,
+        self,
+        blob_type: BlobType,
+        blob_id: bytes,
+        payload: bytes | memoryview,
+        compression: Compression,
+        raw_length: int,
     ) -> PackEntry:
         offset = len(self._buffer)
         associated_data = blob_associated_data(blob_type, compression, raw_length, blob_id)
@@ -124,13 +134,10 @@ class PackWriter:
         return bytes(self._buffer)
 
 
-def open_blob(
-    data_key: bytes, salt: bytes, entry: PackEntry, sealed: bytes, *, subject: str
-) -> bytes:
+def open_blob(cipher: PackCipher, entry: PackEntry, sealed: bytes, *, subject: str) -> bytes:
     """Decrypt one blob read from a pack and return its stored payload."""
     if len(sealed) != entry.length:
         raise IntegrityError(subject)
-    cipher = PackCipher(data_key, salt)
     associated_data = blob_associated_data(
         entry.blob_type, entry.compression, entry.raw_length, entry.blob_id
     )
@@ -140,7 +147,7 @@ def open_blob(
 def read_header_length(trailer: bytes, pack_size: int, *, subject: str) -> int:
     if len(trailer) != TRAILER.size:
         raise IntegrityError(subject)
-    (length,) = TRAILER.unpack(trailer)
+    length: int = TRAILER.unpack(trailer)[0]
     if length > MAX_HEADER_SIZE or length + TRAILER.size + PREFIX_SIZE > pack_size:
         raise IntegrityError(subject)
     return length
@@ -190,6 +197,9 @@ def parse_pack(data_key: bytes, pack: bytes, *, subject: str) -> list[PackEntry]
     header_length = read_header_length(pack[-TRAILER.size :], len(pack), subject=subject)
     header_offset = len(pack) - TRAILER.size - header_length
     return open_header(
-        data_key, pack[:salt_end], pack[header_offset:-TRAILER.size], header_offset,
+        data_key,
+        pack[:salt_end],
+        pack[header_offset : -TRAILER.size],
+        header_offset,
         subject=subject,
     )

@@ -8,9 +8,10 @@ encrypted headers, so the next backup reuses their blobs.
 
 from __future__ import annotations
 
-import zstandard
 import blake3
+import zstandard
 
+from backvault.crypto.aead import PackCipher
 from backvault.crypto.keys import MasterKey, Subkeys
 from backvault.crypto.recovery import RecoveryKey
 from backvault.crypto.slots import (
@@ -60,6 +61,7 @@ from backvault.repository.tree import Node, decode_tree, encode_tree
 from backvault.storage import Backend, ObjectNotFoundError
 
 MAX_BLOB_SIZE = 64 * 1024 * 1024  # bytes; bound on one decompressed blob
+PACK_CIPHER_CACHE_SIZE = 1024  # pack keys kept; about 1 KiB each
 
 
 class Repository:
@@ -73,6 +75,8 @@ class Repository:
         self._subkeys: Subkeys | None = None
         self.index = Index()
         self._indexed_files: set[str] = set()
+        # Deriving a pack key costs an HKDF; restore and backup read many blobs per pack.
+        self._pack_ciphers: dict[bytes, PackCipher] = {}
 
     # Opening and creating -------------------------------------------------------------
 
@@ -278,12 +282,21 @@ class Repository:
         self, pack_id: str, salt: bytes, entry: PackEntry, sealed: bytes
     ) -> bytes:
         subject = f"blob {entry.blob_id.hex()[:16]} in pack {pack_id}"
-        payload = open_blob(self.subkeys.data, salt, entry, sealed, subject=subject)
+        payload = open_blob(self._pack_cipher(salt), entry, sealed, subject=subject)
         plaintext = self._decompress(payload, entry.compression, entry.raw_length, subject)
 
         if blake3.blake3(plaintext, key=self.subkeys.chunk_id).digest() != entry.blob_id:
             raise IntegrityError(subject)
         return plaintext
+
+    def _pack_cipher(self, salt: bytes) -> PackCipher:
+        cipher = self._pack_ciphers.get(salt)
+        if cipher is None:
+            if len(self._pack_ciphers) >= PACK_CIPHER_CACHE_SIZE:
+                self._pack_ciphers.clear()
+            cipher = PackCipher(self.subkeys.data, salt)
+            self._pack_ciphers[salt] = cipher
+        return cipher
 
     @staticmethod
     def _decompress(payload: bytes, compression: int, raw_length: int, subject: str) -> bytes:

@@ -55,14 +55,36 @@ class LocalBackend:
     def read(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(kind, name)
         try:
-            with open(path, "rb") as file:
-                if offset:
-                    file.seek(offset)
-                return file.read() if length is None else file.read(length)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{kind}/{name} is missing from {self._root}") from None
         except OSError as error:
             raise StorageError(f"cannot read {path}: {error}") from error
+        try:
+            if length is None:
+                length = os.fstat(fd).st_size - offset
+            return self._read_range(fd, offset, length)
+        except OSError as error:
+            raise StorageError(f"cannot read {path}: {error}") from error
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _read_range(fd: int, offset: int, length: int) -> bytes:
+        data = os.pread(fd, length, offset)
+        if len(data) == length or not data:
+            return data
+
+        # pread may return less than asked for large reads; collect the rest.
+        parts = [data]
+        received = len(data)
+        while received < length:
+            part = os.pread(fd, length - received, offset + received)
+            if not part:
+                break
+            parts.append(part)
+            received += len(part)
+        return b"".join(parts)
 
     def write(self, kind: str, name: str, data: bytes | memoryview) -> None:
         path = self._path(kind, name)
