@@ -17,7 +17,6 @@ from pathlib import Path
 GNU_TIME = "/usr/bin/time"
 KIB = 1024
 COMPARE_READ_BYTES = 1 << 20
-MAX_REPORTED_DIFFERENCES = 20
 
 
 @dataclass
@@ -34,10 +33,6 @@ class StepResult:
     timed_out: bool
     stdout_path: str
     stderr_path: str
-
-    @property
-    def cpu_seconds(self) -> float:
-        return self.user_seconds + self.system_seconds
 
 
 class MeasurementError(Exception):
@@ -92,9 +87,9 @@ def run_measured(step: str, command: Sequence[str], env: Mapping[str, str], log_
 
     Wall time is taken around the process's whole life. CPU time comes from the rusage that
     ``os.wait4`` returns for GNU time, which includes the command it waited for. Peak RSS
-    comes from GNU time and not from that rusage: a child of this process inherits this
-    process's peak RSS through fork and exec, so ``ru_maxrss`` would report the harness's
-    memory, while GNU time forks the command from a process of about 1 MB.
+    comes from GNU time instead. A child of this process inherits this process's peak RSS
+    through fork and exec, so its ``ru_maxrss`` is at least the harness's own peak. GNU time
+    forks the command from a process of about 1 MB.
 
     Output goes to ``<log_dir>/<step>.stdout`` and ``.stderr``. Raises CommandFailed on a
     non-zero exit or a timeout.
@@ -220,8 +215,8 @@ def files_equal(first: str, second: str) -> bool:
 def compare_trees(source: Path, restored: Path) -> TreeComparison:
     """Compare paths, entry types, file contents byte for byte and symlink targets.
 
-    Permission bit differences are collected on their own, because the task is to find
-    lost or corrupted data.
+    Differences in permission bits are collected separately and do not make the trees
+    differ, because the comparison looks for lost or corrupted data.
     """
     source_entries = list_tree(source)
     restored_entries = list_tree(restored)

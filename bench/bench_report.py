@@ -165,7 +165,7 @@ def ratio_table(runs: list[ToolRun]) -> list[str]:
                 ratio, verdict = "n/a", "not measured"
             else:
                 value = numerator / denominator
-                ratio = f"{value:.2f}"
+                ratio = f"{value:.3f}"
                 verdict = "met" if value <= target.limit else "not met"
         rows.append([target.label, f"<= {target.limit:.1f}", ratio, verdict])
     return table(["Measure (backvault / restic)", "Target", "Ratio", "Result"], rows)

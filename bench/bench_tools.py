@@ -14,7 +14,7 @@ from typing import Any
 
 from bench_measure import StepResult, run_measured
 
-# Passwords of throwaway benchmark repositories; they protect nothing.
+# Passwords of throwaway benchmark repositories. They protect no real data.
 RESTIC_PASSWORD = "backvault-benchmark-restic"
 BORG_PASSPHRASE = "backvault-benchmark-borg"
 BORG_COMPRESSION = "zstd,3"
@@ -113,7 +113,7 @@ class BackupTool(ABC):
         return None
 
     def restored_root(self, target: Path, source: Path) -> Path:
-        """Return the directory in ``target`` that holds the restored copy of ``source``."""
+        """Return the directory in ``target`` that contains the restored copy of ``source``."""
         # restic and borg recreate the absolute source path below the target.
         root = target / source.relative_to(source.anchor)
         if not root.is_dir():
@@ -300,7 +300,7 @@ class Backvault(BackupTool):
     def restored_root(self, target: Path, source: Path) -> Path:
         # NOTE: the backvault restore layout is not fixed yet. The harness accepts the
         # absolute source path below the target, the source's base name, or the target
-        # itself, whichever holds the same top-level names as the source.
+        # itself, whichever contains the same top-level names as the source.
         expected_names = {entry.name for entry in source.iterdir()}
         candidates = [target / source.relative_to(source.anchor), target / source.name, target]
         for candidate in candidates:

@@ -109,7 +109,7 @@ class DatasetStats:
 
 @dataclass
 class MutationStats:
-    """What one ``--mutate-one-percent`` pass changed, measured on disk."""
+    """Changes made by one ``--mutate-one-percent`` pass, measured on disk."""
 
     dataset_bytes_before: int
     target_changed_bytes: int
@@ -248,7 +248,7 @@ def copy_tree_with_budget(source: Path, destination: Path, budget: int | None,
     """Copy ``source`` into ``destination``.
 
     With a budget, whole top-level entries are taken in name order as long as they fit, so
-    the copy holds complete modules and packages rather than a cut-off tree.
+    the copy contains complete modules and packages rather than a cut-off tree.
     """
     destination.mkdir(parents=True)
     entries = sorted(os.scandir(source), key=lambda item: item.name)
@@ -416,7 +416,8 @@ def insert_messages(connection: sqlite3.Connection, rng: random.Random, text: Te
         members.setdefault(conversation_id, []).append(contact_id)
     conversation_ids = sorted(members)
     # A few conversations get most of the traffic, as in a real chat history.
-    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(len(conversation_ids))]
+    cumulative_weights = list(itertools.accumulate(
+        1.0 / (rank + 1) ** 0.8 for rank in range(len(conversation_ids))))
 
     rows = []
     message_id = int(last_id)
@@ -424,7 +425,7 @@ def insert_messages(connection: sqlite3.Connection, rng: random.Random, text: Te
     for _ in range(count):
         message_id += 1
         sent_at += rng.randint(1, 900)
-        conversation_id = rng.choices(conversation_ids, weights=weights)[0]
+        conversation_id = rng.choices(conversation_ids, cum_weights=cumulative_weights)[0]
         sender_id = rng.choice(members[conversation_id])
         read_at = sent_at + rng.randint(5, 7200) if rng.random() < 0.9 else None
         reply_to = (rng.randint(max(1, message_id - 500), message_id - 1)
@@ -740,8 +741,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
                         help="directory to build the data set in; must be missing or empty")
     parser.add_argument("--scale", choices=sorted(SCALES), default="small",
-                        help="data set size: small is about 60 MB, full about 1.4 GB "
-                             "(default: small)")
+                        help="data set size: small is about 60 MB; full copies the whole standard "
+                             "library and site-packages and adds 400 MB (default: small)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed for all generated content (default: {DEFAULT_SEED})")
     parser.add_argument("--mutate-one-percent", type=Path, metavar="DIR",

@@ -62,8 +62,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark backvault, restic and borg on the same generated data set.")
     parser.add_argument("--scale", choices=sorted(make_dataset.SCALES), default="small",
-                        help="data set size: small is about 60 MB, full about 1.4 GB "
-                             "(default: small)")
+                        help="data set size: small is about 60 MB; full copies the whole standard "
+                             "library and site-packages and adds 400 MB (default: small)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/backvault-bench"),
                         help="directory for the data set, repositories and logs; must be "
                              "outside the repository (default: /tmp/backvault-bench)")
@@ -96,7 +96,7 @@ def dataset_from_json(data: dict[str, Any]) -> DatasetStats:
 def ensure_dataset(work: Path, scale: str, rebuild: bool) -> tuple[Path, DatasetStats]:
     """Return the pristine data set of ``scale`` under ``work``, building it if needed.
 
-    A marker file written after a complete build says which data set can be reused; a
+    A marker file written after a complete build records which data set can be reused. A
     build that stopped halfway has no marker and is built again.
     """
     directory = work / f"dataset-{scale}"
@@ -220,8 +220,9 @@ def verify_restore(tool: BackupTool, run: ToolRun, target: Path, source: Path) -
     if not comparison.identical:
         listed = "\n".join(comparison.differences[:MAX_LISTED_DIFFERENCES])
         raise RestoreMismatch(
-            f"{tool.name} restored data that differs from the source in "
-            f"{len(comparison.differences)} places ({restored} against {source}):\n{listed}")
+            f"{tool.name} restored data that differs from the source "
+            f"({len(comparison.differences)} differences between {restored} and "
+            f"{source}):\n{listed}")
     print(f"  restore matches the source: {comparison.entries} entries, "
           f"{comparison.bytes_compared} bytes compared", flush=True)
 
@@ -266,7 +267,7 @@ def run_steps(tool: BackupTool, run: ToolRun, context: RunContext, pristine: Pat
     run.steps.append(tool.restore_latest(context, target))
     print_last_step("restore")
     verify_restore(tool, run, target, source)
-    # The restored copy is as large as the data set, so it goes once it has been compared.
+    # The restored copy is as large as the data set, so it is deleted once compared.
     shutil.rmtree(target)
 
     run.steps.append(tool.check(context))
