@@ -7,6 +7,7 @@ line, never as a traceback (``BACKVAULT_DEBUG=1`` shows the traceback for bug re
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import sys
 import traceback
@@ -18,6 +19,7 @@ from backvault.cli.output import print_error
 from backvault.errors import BackvaultError
 
 EXIT_INTERRUPTED = 130
+M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -120,7 +122,23 @@ def _add_key_commands(
     listing.set_defaults(handler=commands.command_key_list)
 
 
+def _limit_heap_growth() -> None:
+    """Make glibc return large freed buffers to the system at once.
+
+    Chunks and packs are buffers of 0.5 to 16 MiB allocated by two threads. glibc raises
+    its mmap threshold after such buffers are freed and then serves them from per-thread
+    heaps that it rarely shrinks, which nearly doubled the peak memory of a backup in our
+    measurements. A fixed threshold of 256 KiB keeps every such buffer in its own mapping.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _limit_heap_growth()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler

@@ -47,8 +47,9 @@ class BlobSaver:
         self._level = repository.config.compression_level
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-saver")
 
-        # Bounds the chunks held in memory: those queued plus those being processed.
-        self._in_flight = threading.BoundedSemaphore(workers * 4)
+        # Bounds the chunks held in memory, those queued plus those being processed: one
+        # being compressed by each worker and one waiting for each.
+        self._in_flight = threading.BoundedSemaphore(workers * 2)
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
         self._pack: PackWriter | None = None

@@ -69,7 +69,7 @@ def check_header(data: bytes, magic: bytes, *, subject: str) -> None:
         raise IntegrityError(subject)
 
 
-def object_id(data: bytes | memoryview) -> str:
+def object_id(data: bytes | bytearray | memoryview) -> str:
     """Return the storage name of a file: the hex BLAKE3 hash of its bytes.
 
     The hash is not keyed, so the storage, and ``check`` without the key, can verify that

@@ -86,7 +86,7 @@ class LocalBackend:
             received += len(part)
         return b"".join(parts)
 
-    def write(self, kind: str, name: str, data: bytes | memoryview) -> None:
+    def write(self, kind: str, name: str, data: bytes | bytearray | memoryview) -> None:
         path = self._path(kind, name)
         temporary = path.with_name(TEMPORARY_PREFIX + secrets.token_hex(8))
         try:
@@ -137,7 +137,7 @@ class LocalBackend:
         return self._root / kind / name
 
     @staticmethod
-    def _write_durably(path: Path, data: bytes | memoryview) -> None:
+    def _write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
