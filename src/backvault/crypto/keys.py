@@ -100,8 +100,8 @@ class MasterKey:
             return NotImplemented
         return hmac.compare_digest(self._key, other._key)
 
-    def __hash__(self) -> int:
-        return id(self)
+    # Unhashable, so no hash of the key bytes is ever computed or compared in variable time.
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return "MasterKey(<hidden>)"

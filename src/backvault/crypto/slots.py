@@ -64,7 +64,13 @@ def new_slot(kind: str, label: str, parameters: dict[str, Any]) -> KeySlot:
 
 
 def _wrap_associated_data(slot: KeySlot, repository_id: bytes) -> bytes:
-    return make_header(MAGIC_KEY_SLOT) + repository_id + slot.slot_id + slot.kind.encode()
+    """Bind the wrap to the repository and to every field of the slot but the wrap itself.
+
+    Changing the kind, label, creation time or any parameter of a stored slot therefore
+    makes it fail to open, like flipping a byte of the wrapped key would.
+    """
+    fields = [slot.kind, slot.slot_id, slot.created_ns, slot.label, slot.parameters]
+    return make_header(MAGIC_KEY_SLOT) + repository_id + msgpack.packb(fields, use_bin_type=True)
 
 
 def wrap_master_key(slot: KeySlot, kek: bytes, master_key: MasterKey, repository_id: bytes) -> None:
@@ -98,12 +104,14 @@ def make_recovery_slot(
     """
     salt = aead.new_salt()
     slot = new_slot(KIND_RECOVERY, "recovery key", {"salt": salt})
-    wrap_master_key(slot, recovery_kek(recovery_key, salt), master_key, repository_id)
 
     escrow_key = master_key.derive_subkeys(repository_id).recovery_escrow
     escrow_nonce, escrow = aead.wrap_key(escrow_key, recovery_key.secret, slot.slot_id)
     slot.parameters["escrow_nonce"] = escrow_nonce
     slot.parameters["escrow"] = escrow
+
+    # The wrap comes last: its associated data covers the parameters set above.
+    wrap_master_key(slot, recovery_kek(recovery_key, salt), master_key, repository_id)
     return slot
 
 

@@ -65,7 +65,8 @@ def check_header(data: bytes, magic: bytes, *, subject: str) -> None:
             f"(reads up to {FORMAT_VERSION})",
             hint="Upgrade backvault to open this repository.",
         )
-    if version < 1:
+    if version < 1 or data[5:HEADER_SIZE] != b"\x00\x00\x00":
+        # Version 1 defines the reserved bytes as zero; anything else is damage.
         raise IntegrityError(subject)
 
 

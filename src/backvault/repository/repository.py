@@ -8,6 +8,8 @@ encrypted headers, so the next backup reuses their blobs.
 
 from __future__ import annotations
 
+import hmac
+
 import blake3
 import zstandard
 
@@ -28,6 +30,7 @@ from backvault.errors import (
     IntegrityError,
     RepositoryExistsError,
     RepositoryNotFoundError,
+    UnsupportedFormatError,
     UsageError,
     WrongKeyError,
 )
@@ -40,6 +43,7 @@ from backvault.repository.config import (
 from backvault.repository.format import (
     MAGIC_INDEX,
     MAGIC_SNAPSHOT,
+    check_header,
     object_id,
     open_encrypted_file,
     seal_encrypted_file,
@@ -125,13 +129,33 @@ class Repository:
     # Keys -----------------------------------------------------------------------------
 
     def key_slots(self) -> list[KeySlot]:
-        slots = []
+        """Return the key slots, oldest first; raise if any slot is damaged."""
+        slots, damage = self._read_key_slots()
+        if damage:
+            raise damage[0]
+        return slots
+
+    def _read_key_slots(self) -> tuple[list[KeySlot], list[BackvaultError]]:
+        """Return the slots that decode, and the errors of those that do not."""
+        slots: list[KeySlot] = []
+        damage: list[BackvaultError] = []
         for name, _ in self.backend.list("keys"):
-            slots.append(decode_slot(self.backend.read("keys", name), subject=f"key slot {name}"))
-        return sorted(slots, key=lambda slot: slot.created_ns)
+            try:
+                data = self.backend.read("keys", name)
+                slots.append(decode_slot(data, subject=f"key slot {name}"))
+            except (IntegrityError, UnsupportedFormatError) as error:
+                damage.append(error)
+        return sorted(slots, key=lambda slot: slot.created_ns), damage
 
     def unlock_with_recovery_key(self, recovery_key: RecoveryKey) -> None:
-        for slot in self.key_slots():
+        """Open the first recovery slot that the key opens.
+
+        A damaged slot does not stop the others from being tried. If no slot opens and
+        some slot was damaged, the damage is reported rather than a wrong key, because
+        the damaged slot may be the one this key belongs to.
+        """
+        slots, damage = self._read_key_slots()
+        for slot in slots:
             if slot.kind != KIND_RECOVERY:
                 continue
             try:
@@ -140,6 +164,8 @@ class Repository:
                 continue
             self._set_master_key(master_key)
             return
+        if damage:
+            raise damage[0]
         raise WrongKeyError(
             "the recovery key does not open this repository",
             hint="Check that the key belongs to this repository; compare it with the "
@@ -169,7 +195,7 @@ class Repository:
 
     def recovery_key(self) -> RecoveryKey:
         """Return the recovery key, decrypted from its escrowed copy."""
-        for slot in self.key_slots():
+        for slot in self._read_key_slots()[0]:
             if slot.kind == KIND_RECOVERY:
                 return read_escrowed_recovery_key(slot, self.master_key, self.repository_id)
         raise UsageError(
@@ -214,6 +240,8 @@ class Repository:
     def read_index_file(self, name: str) -> list[IndexedPack]:
         subject = f"index {name}"
         data = self.backend.read("index", name)
+        check_header(data, MAGIC_INDEX, subject=subject)
+        self._verify_object_name(data, name, subject)
         body = open_encrypted_file(MAGIC_INDEX, self.subkeys.metadata, data, subject=subject)
         return decode_index(body, subject=subject)
 
@@ -335,8 +363,17 @@ class Repository:
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
         subject = f"snapshot {snapshot_id}"
         data = self.backend.read("snapshots", snapshot_id)
+        check_header(data, MAGIC_SNAPSHOT, subject=subject)
+        self._verify_object_name(data, snapshot_id, subject)
         body = open_encrypted_file(MAGIC_SNAPSHOT, self.subkeys.metadata, data, subject=subject)
         return decode_snapshot(body, snapshot_id, subject=subject)
+
+    @staticmethod
+    def _verify_object_name(data: bytes, name: str, subject: str) -> None:
+        """Reject a file whose bytes do not hash to its name: a copy of another file
+        under this name would otherwise pass its own authentication."""
+        if not hmac.compare_digest(object_id(data), name):
+            raise IntegrityError(subject)
 
     def list_snapshots(self) -> list[Snapshot]:
         snapshots = [self.load_snapshot(name) for name, _ in self.backend.list("snapshots")]
