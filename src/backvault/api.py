@@ -36,6 +36,7 @@ from backvault.storage import LocalBackend, open_backend
 
 __all__ = [
     "BackupProgress",
+    "BackupResult",
     "CheckResult",
     "Node",
     "RecoveryKey",
@@ -114,7 +115,7 @@ def backup(
 
     with _locked(repository, exclusive=False):
         repository.load_index()
-        recovered = repository.index_orphan_packs()
+        recovered, _ = repository.reconcile_index()
         if isinstance(repository.backend, LocalBackend):
             repository.backend.remove_temporary_files()
         parent = _find_parent(repository, sources) if use_parent else None
@@ -174,10 +175,21 @@ def restore(
     """Restore a snapshot (``latest``, an id or an id prefix) under ``target``."""
     snapshot = repository.find_snapshot(reference)
     includes = [os.fsencode(path) for path in include or []]
+    _prepare_target(os.fsencode(target))
     with _locked(repository, exclusive=False):
         repository.load_index()
         restorer = Restorer(repository, includes=includes, progress=progress)
         return restorer.run(snapshot, os.fsencode(target))
+
+
+def _prepare_target(target: bytes) -> None:
+    try:
+        os.makedirs(target, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot use {os.fsdecode(target)} as the restore target: {error.strerror}",
+            hint="Give a directory that exists or can be created, with --target.",
+        ) from error
 
 
 def check(

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from backvault import __version__
-from backvault.cli import commands
+from backvault.cli import commands, server_commands
 from backvault.cli.output import print_error
 from backvault.errors import BackvaultError
 
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.set_defaults(handler=commands.command_unlock)
 
     _add_key_commands(subparsers, common)
+    server_commands.register(subparsers)
     return parser
 
 

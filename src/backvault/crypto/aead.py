@@ -3,9 +3,9 @@
 Two schemes cover every encrypted byte of a repository:
 
 - Blobs in a pack. Each pack has a fresh random 32-byte salt and its own key,
-  ``HKDF(data key, salt, "backvault v1 pack key")``. Blob number ``i`` of the pack uses the
-  nonce ``i`` (96-bit big-endian counter); the pack header uses the all-ones nonce, which
-  no blob can reach because a pack holds far fewer than 2**96 blobs. A (key, nonce) pair is
+  ``HKDF(data key, salt, "backvault v1 pack key")``. A blob uses its byte offset in the
+  pack as nonce (96-bit big-endian); blobs never overlap, so no two share an offset, and
+  the pack header uses the all-ones nonce, which no offset below 2**96 - 1 can reach. A (key, nonce) pair is
   therefore never used twice unless two packs draw the same 256-bit salt.
 - Whole files (index, snapshot, lock). Each file has a fresh random 32-byte salt and its
   own key ``HKDF(metadata key, salt, "backvault v1 file key")``, used for exactly one
@@ -40,7 +40,7 @@ def new_salt() -> bytes:
 
 
 def counter_nonce(counter: int) -> bytes:
-    """Return the nonce of blob number ``counter`` in a pack."""
+    """Return the nonce for the blob at byte offset ``counter`` in a pack."""
     if not 0 <= counter < 2**96 - 1:
         raise ValueError(f"blob counter {counter} is outside the nonce space of a pack")
     return counter.to_bytes(NONCE_SIZE, "big")

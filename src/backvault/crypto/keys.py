@@ -39,8 +39,8 @@ class Subkeys:
     - ``data``: input key for the per-pack AES-256-GCM keys of blobs.
     - ``chunk_id``: key of the keyed BLAKE3 that names chunks, so that whoever stores the
       repository cannot confirm which known files it holds by hashing them.
-    - ``chunker_seed``: 63-bit seed that alters the FastCDC gear table, so chunk
-      boundaries depend on the key.
+    - ``chunker_seed``: seed with 62 random bits (bit 0 is always set) that alters the
+      FastCDC gear table, so chunk boundaries depend on the key.
     - ``metadata``: input key for the per-file keys of index, snapshot and lock files.
     - ``config_mac``: HMAC-SHA256 key that authenticates the plaintext config file.
     - ``recovery_escrow``: key that encrypts a copy of the recovery key in the repository,

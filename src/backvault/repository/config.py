@@ -30,9 +30,10 @@ from backvault.repository.format import HEADER_SIZE, MAGIC_CONFIG, check_header,
 MAC_SIZE = 32  # bytes
 SUBJECT = "repository config"
 
-# Chunk sizes as restic uses them (512 KiB minimum, 1 MiB average, 8 MiB maximum):
-# large enough that the index of a terabyte stays small, small enough that a changed
-# database page costs about a megabyte of new data.
+# Chunk size bounds as restic uses them (512 KiB minimum, 8 MiB maximum), with a target
+# that pyfastcdc turns into chunks of about 770 KiB on average on random data: large
+# enough that the index of a terabyte stays small, small enough that a changed database
+# page costs under a megabyte of new data.
 DEFAULT_CHUNKER_MIN = 512 * 1024  # bytes
 DEFAULT_CHUNKER_AVG = 1024 * 1024  # bytes
 DEFAULT_CHUNKER_MAX = 8 * 1024 * 1024  # bytes

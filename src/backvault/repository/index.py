@@ -65,6 +65,17 @@ class Index:
     def has_pack(self, pack_id: str) -> bool:
         return pack_id in self._packs
 
+    def remove_pack(self, pack_id: str) -> None:
+        """Forget a pack and its blobs, keeping blobs that another pack also holds."""
+        pack = self._packs.pop(pack_id)
+        for entry in pack.entries:
+            found = self._blobs.get(entry.blob_id)
+            if found is not None and found[0] is pack:
+                del self._blobs[entry.blob_id]
+        for other in self._packs.values():
+            for entry in other.entries:
+                self._blobs.setdefault(entry.blob_id, (other, entry))
+
     def get_pack(self, pack_id: str) -> IndexedPack | None:
         return self._packs.get(pack_id)
 

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 
 import msgpack
 
-from backvault.errors import BackvaultError, IntegrityError, RepositoryLockedError
+from backvault.errors import (
+    BackvaultError,
+    IntegrityError,
+    RepositoryLockedError,
+    UnsupportedFormatError,
+)
 from backvault.repository.format import (
     MAGIC_LOCK,
     object_id,
@@ -118,7 +123,14 @@ class Lock:
             )
         except ObjectNotFoundError:
             return None
-        except (IntegrityError, KeyError, TypeError, ValueError, msgpack.UnpackException):
+        except (
+            IntegrityError,
+            UnsupportedFormatError,
+            KeyError,
+            TypeError,
+            ValueError,
+            msgpack.UnpackException,
+        ):
             # A lock that cannot be read still blocks: it may belong to a newer client.
             return LockInfo("unknown host", 0, "unknown", 0, exclusive=True)
         except BackvaultError:

@@ -14,7 +14,7 @@ Stored layout::
 
 Each header entry is ENTRY: type (u8), compression (u8), blob id (32 bytes),
 offset (u64), stored length (u32, ciphertext with tag), raw length (u32), little-endian.
-The header at the end lets ``rebuild-index`` recover every blob from the packs alone,
+The header at the end lets a reader recover every blob from the packs alone,
 and the offset nonce cannot repeat inside a pack because blobs do not overlap.
 
 A pack is named by the hex BLAKE3 hash of its bytes.

@@ -64,7 +64,6 @@ from backvault.repository.snapshot import Snapshot, decode_snapshot, encode_snap
 from backvault.repository.tree import Node, decode_tree, encode_tree
 from backvault.storage import Backend, ObjectNotFoundError
 
-MAX_BLOB_SIZE = 64 * 1024 * 1024  # bytes; bound on one decompressed blob
 PACK_CIPHER_CACHE_SIZE = 1024  # pack keys kept; about 1 KiB each
 
 
@@ -184,13 +183,19 @@ class Repository:
     @property
     def subkeys(self) -> Subkeys:
         if self._subkeys is None:
-            raise RuntimeError("the repository is not unlocked")
+            raise UsageError(
+                "the repository is not unlocked",
+                hint="Unlock it first, for example with unlock_with_recovery_key().",
+            )
         return self._subkeys
 
     @property
     def master_key(self) -> MasterKey:
         if self._master_key is None:
-            raise RuntimeError("the repository is not unlocked")
+            raise UsageError(
+                "the repository is not unlocked",
+                hint="Unlock it first, for example with unlock_with_recovery_key().",
+            )
         return self._master_key
 
     def recovery_key(self) -> RecoveryKey:
@@ -200,7 +205,7 @@ class Repository:
                 return read_escrowed_recovery_key(slot, self.master_key, self.repository_id)
         raise UsageError(
             "this repository has no recovery key slot",
-            hint="Add one with 'backvault key add-recovery'.",
+            hint="It was removed; another key slot still opens the repository.",
         )
 
     def add_key_slot(self, slot: KeySlot) -> None:
@@ -266,18 +271,29 @@ class Repository:
         )
         return IndexedPack(pack_id, prefix[-32:], entries)
 
-    def index_orphan_packs(self) -> list[str]:
-        """Index packs that no index file lists (left by a crash); return their ids.
+    def reconcile_index(self) -> tuple[list[str], list[str]]:
+        """Bring the in-memory index in line with the packs that exist.
 
-        A pack whose header cannot be read is left alone for ``check`` to report.
+        Packs that no index file lists (left by a crash) are indexed from their headers
+        and recorded in a new index file; indexed packs that no longer exist are dropped
+        from memory, so that a backup stores their blobs again. Returns the ids of the
+        recovered packs and of the missing ones. A pack whose header cannot be read is
+        left alone for ``check`` to report.
         """
+        existing = dict(self.backend.list("data"))
+        missing = [pack.pack_id for pack in self.index.packs() if pack.pack_id not in existing]
+        for pack_id in missing:
+            self.index.remove_pack(pack_id)
+        return self._index_orphan_packs(existing), missing
+
+    def _index_orphan_packs(self, existing: dict[str, int]) -> list[str]:
         recovered: list[IndexedPack] = []
-        for pack_id, size in list(self.backend.list("data")):
+        for pack_id, size in existing.items():
             if self.index.has_pack(pack_id):
                 continue
             try:
                 pack = self.read_pack_header(pack_id, size)
-            except (IntegrityError, ObjectNotFoundError):
+            except BackvaultError:
                 continue
             self.index.add_pack(pack)
             recovered.append(pack)
@@ -330,8 +346,6 @@ class Repository:
     def _decompress(payload: bytes, compression: int, raw_length: int, subject: str) -> bytes:
         if compression == Compression.NONE:
             return payload
-        if raw_length > MAX_BLOB_SIZE:
-            raise IntegrityError(subject)
         try:
             plaintext: bytes = zstandard.ZstdDecompressor().decompress(
                 payload, max_output_size=raw_length

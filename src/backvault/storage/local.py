@@ -13,12 +13,16 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from backvault.storage.base import KINDS, ObjectNotFoundError, StorageError
 
 TEMPORARY_PREFIX = ".tmp-"
+# A temporary file untouched this long belongs to a writer that died: no write of one
+# object takes a day.
+STALE_TEMPORARY_AGE = 24 * 3600  # seconds
 
 
 class LocalBackend:
@@ -114,14 +118,22 @@ class LocalBackend:
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{kind}/{name} is missing from {self._root}") from None
 
-    def remove_temporary_files(self) -> int:
-        """Remove ``.tmp-`` files left by a crashed writer; return how many were removed."""
+    def remove_temporary_files(self, *, older_than: float = STALE_TEMPORARY_AGE) -> int:
+        """Remove ``.tmp-`` files left by crashed writers; return how many were removed.
+
+        Only files not modified for ``older_than`` seconds are removed, so that a write in
+        progress in another process is never cut short.
+        """
         removed = 0
+        cutoff = time.time() - older_than
         for directory, _, files in os.walk(self._root):
             for file_name in files:
-                if file_name.startswith(TEMPORARY_PREFIX):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(directory, file_name))
+                if not file_name.startswith(TEMPORARY_PREFIX):
+                    continue
+                path = os.path.join(directory, file_name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
                         removed += 1
         return removed
 

@@ -1,0 +1,187 @@
+"""The server's settings, from command-line options and an optional TOML config file.
+
+A config file has the same settings as the options, with underscores in place of dashes::
+
+    data_dir = "/var/lib/backvault"
+    database = "postgresql://backvault@db.example/backvault"
+    storage = "s3://backups/backvault"
+    host = "0.0.0.0"
+    port = 8420
+    tls_cert = "/etc/backvault/cert.pem"
+    tls_key = "/etc/backvault/key.pem"
+    log_level = "info"
+    max_object_size = 67108864
+    jwt_public_key = "/etc/backvault/idp.pem"
+    jwt_issuer = "https://id.example"
+    jwt_audience = "backvault"
+
+An option given on the command line wins over the same setting in the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backvault.server.errors import ServerConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8420
+# Packs are about 16 MiB, so 64 MiB leaves room for larger pack settings.
+DEFAULT_MAX_OBJECT_SIZE = 64 * 1024 * 1024  # bytes
+LOG_LEVELS = ("debug", "info", "warning", "error")
+METADATA_FILE_NAME = "metadata.sqlite3"
+
+
+@dataclass(frozen=True)
+class JwtConfig:
+    """The identity provider whose JSON Web Tokens the server accepts."""
+
+    public_key_pem: bytes
+    issuer: str
+    audience: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to start; see the module docstring for the file form."""
+
+    data_dir: Path
+    database: str | None = None
+    storage: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    log_level: str = "info"
+    max_object_size: int = DEFAULT_MAX_OBJECT_SIZE
+    jwt: JwtConfig | None = field(default=None)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the metadata database; SQLite in the data dir by default."""
+        if self.database:
+            return self.database
+        return f"sqlite:///{self.data_dir / METADATA_FILE_NAME}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+# Settings that may appear in a config file, with the type each must have.
+_FILE_SETTINGS: dict[str, type] = {
+    "data_dir": str, "database": str, "storage": str, "host": str, "port": int,
+    "tls_cert": str, "tls_key": str, "log_level": str, "max_object_size": int,
+    "jwt_public_key": str, "jwt_issuer": str, "jwt_audience": str,
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file and check the names and types of its settings."""
+    try:
+        with open(path, "rb") as file:
+            settings = tomllib.load(file)
+    except FileNotFoundError:
+        raise ServerConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ServerConfigError(f"cannot read config file {path}: {error}") from error
+
+    for name, value in settings.items():
+        expected = _FILE_SETTINGS.get(name)
+        if expected is None:
+            known = ", ".join(sorted(_FILE_SETTINGS))
+            raise ServerConfigError(
+                f"unknown setting {name!r} in config file {path}", hint=f"Known settings: {known}."
+            )
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ServerConfigError(
+                f"setting {name!r} in config file {path} must be a {expected.__name__}, "
+                f"not {value!r}"
+            )
+    return settings
+
+
+def build_config(settings: dict[str, Any]) -> ServerConfig:
+    """Check merged settings (file and options, None for unset) and build the config."""
+    given = {name: value for name, value in settings.items() if value is not None}
+    if "data_dir" not in given:
+        raise ServerConfigError(
+            "no data directory given",
+            hint="Pass --data-dir DIR or set data_dir in the config file.",
+        )
+
+    log_level = str(given.get("log_level", "info")).lower()
+    if log_level not in LOG_LEVELS:
+        raise ServerConfigError(
+            f"invalid log level {log_level!r}", hint=f"Use one of {', '.join(LOG_LEVELS)}."
+        )
+    port = int(given.get("port", DEFAULT_PORT))
+    if not 0 < port < 65536:
+        raise ServerConfigError(f"invalid port {port}", hint="Use a port from 1 to 65535.")
+    max_object_size = int(given.get("max_object_size", DEFAULT_MAX_OBJECT_SIZE))
+    if max_object_size < 1:
+        raise ServerConfigError(f"invalid maximum object size {max_object_size}")
+
+    storage = given.get("storage")
+    if storage is not None and not str(storage).startswith("s3://"):
+        raise ServerConfigError(
+            f"unsupported storage {storage!r}",
+            hint="Use s3://BUCKET/PREFIX, or leave it unset to store blobs in the data dir.",
+        )
+    database = given.get("database")
+    if database is not None:
+        database = normalize_database_url(str(database))
+
+    tls_cert, tls_key = given.get("tls_cert"), given.get("tls_key")
+    if (tls_cert is None) != (tls_key is None):
+        raise ServerConfigError(
+            "TLS needs both a certificate and a key", hint="Pass both --tls-cert and --tls-key."
+        )
+
+    return ServerConfig(
+        data_dir=Path(given["data_dir"]).absolute(),
+        database=database,
+        storage=storage.rstrip("/") if storage else None,
+        host=str(given.get("host", DEFAULT_HOST)),
+        port=port,
+        tls_cert=Path(tls_cert) if tls_cert else None,
+        tls_key=Path(tls_key) if tls_key else None,
+        log_level=log_level,
+        max_object_size=max_object_size,
+        jwt=_jwt_config(given),
+    )
+
+
+def normalize_database_url(url: str) -> str:
+    """Return ``url`` with the psycopg 3 driver named for PostgreSQL, which SQLAlchemy needs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith(("postgresql+", "sqlite:")):
+        return url
+    raise ServerConfigError(
+        "unsupported database URL (the part before '://' must be postgresql or sqlite)",
+        hint="Use postgresql://USER:PASSWORD@HOST:PORT/DATABASE or sqlite:///PATH.",
+    )
+
+
+def _jwt_config(given: dict[str, Any]) -> JwtConfig | None:
+    key_file, issuer = given.get("jwt_public_key"), given.get("jwt_issuer")
+    if key_file is None and issuer is None:
+        if given.get("jwt_audience") is not None:
+            raise ServerConfigError("--jwt-audience needs --jwt-public-key and --jwt-issuer")
+        return None
+    if key_file is None or issuer is None:
+        raise ServerConfigError(
+            "JSON Web Tokens need both a public key and an issuer",
+            hint="Pass both --jwt-public-key FILE and --jwt-issuer ISSUER.",
+        )
+    try:
+        public_key_pem = Path(key_file).read_bytes()
+    except OSError as error:
+        raise ServerConfigError(f"cannot read the JWT public key {key_file}: {error}") from error
+    return JwtConfig(public_key_pem, str(issuer), given.get("jwt_audience"))
+
