@@ -115,16 +115,24 @@ def node_from_stat(name: bytes, st: os.stat_result) -> Node:
 def read_xattrs(target: int | bytes, *, follow_symlinks: bool = True) -> dict[bytes, bytes]:
     """Return the extended attributes of an open file or a path; none where unsupported."""
     try:
-        names = os.listxattr(target, follow_symlinks=follow_symlinks)  # type: ignore[arg-type]
+        names = os.listxattr(target, follow_symlinks=follow_symlinks)
     except OSError:
         return {}
     values: dict[bytes, bytes] = {}
     for name in names:
         try:
-            values[os.fsencode(name)] = os.getxattr(target, name, follow_symlinks=follow_symlinks)  # type: ignore[arg-type]
+            values[os.fsencode(name)] = os.getxattr(target, name, follow_symlinks=follow_symlinks)
         except OSError:
             continue
     return values
+
+
+def _not_a_directory(node: Node) -> OSError:
+    if node.type == "symlink":
+        return OSError(
+            errno.ENOTDIR, "a parent directory is a symlink, which backups do not follow"
+        )
+    return OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
 
 
 class Archiver:
@@ -214,13 +222,13 @@ class Archiver:
         pending: list[PendingNode] = []
         for name in sorted(children):
             child_path = os.path.join(path, name)
+            grandchildren = children[name]
             try:
                 st = os.lstat(child_path)
             except OSError as error:
-                self._skip(child_path, error)
+                self._skip_sources(child_path, grandchildren, error)
                 continue
 
-            grandchildren = children[name]
             if grandchildren is None:
                 entry = self._record_source(child_path, name, st, parent_nodes.get(name))
                 if entry is not None:
@@ -230,6 +238,7 @@ class Archiver:
             assert isinstance(grandchildren, dict)
             node = node_from_stat(name, st)
             if node.type != "dir":
+                self._skip_sources(child_path, grandchildren, _not_a_directory(node))
                 continue
             parent_child = parent_nodes.get(name)
             child_nodes = self._walk_virtual(
@@ -237,6 +246,14 @@ class Archiver:
             )
             pending.append((node, self._save_tree(child_nodes)))
         return pending
+
+    def _skip_sources(self, path: bytes, children: object, error: OSError) -> None:
+        """Skip the source ``path``, or every source below ``path`` if it is an ancestor."""
+        if not isinstance(children, dict):
+            self._skip(path, error)
+            return
+        for name in sorted(children):
+            self._skip_sources(os.path.join(path, name), children[name], error)
 
     def _record_source(
         self, path: bytes, name: bytes, st: os.stat_result, previous: Node | None
@@ -435,7 +452,7 @@ class Archiver:
             return {}
         try:
             return {node.name: node for node in self._repository.load_tree(tree_id)}
-        except Exception:  # noqa: BLE001
+        except Exception:
             # The parent snapshot only speeds the backup up: if a parent tree cannot be
             # read, every file under it is read again, which is always correct.
             return {}

@@ -15,7 +15,6 @@ restore goes on with the other files and reports the damaged ones at the end.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import shutil
@@ -81,7 +80,9 @@ class Restorer:
         workers: int = 2,
     ) -> None:
         self._repository = repository
-        self._includes = [os.path.normpath(b"/" + include.lstrip(b"/")) for include in includes or []]
+        self._includes = [
+            os.path.normpath(b"/" + include.lstrip(b"/")) for include in includes or []
+        ]
         self._progress_callback = progress
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore")
         self._hard_links: dict[tuple[int, int], bytes] = {}
@@ -227,7 +228,8 @@ class Restorer:
     def _prefetch(self, blob_ids: list[bytes]) -> Iterator[tuple[bytes, Future[bytes]]]:
         window: deque[tuple[bytes, Future[bytes]]] = deque()
         for blob_id in blob_ids:
-            window.append((blob_id, self._pool.submit(self._repository.load_blob, blob_id, BlobType.DATA)))
+            loaded = self._pool.submit(self._repository.load_blob, blob_id, BlobType.DATA)
+            window.append((blob_id, loaded))
             if len(window) >= PREFETCH_BLOBS:
                 yield window.popleft()
         while window:
@@ -237,16 +239,35 @@ class Restorer:
         first = self._hard_links.get((node.device, node.inode))
         if first is None:
             return False
-        source = self._target + first
-        self._replace_entry(dir_fd, node.name)
+        first_directory, first_name = first.rsplit(b"/", 1)
+        first_dir_fd = self._open_restored_directory(first_directory)
         try:
-            os.link(source, node.name, dst_dir_fd=dir_fd, follow_symlinks=False)
-        except OSError as error:
-            if error.errno != errno.ENAMETOOLONG:
-                raise
-            return False
+            self._replace_entry(dir_fd, node.name)
+            os.link(
+                first_name, node.name, src_dir_fd=first_dir_fd, dst_dir_fd=dir_fd,
+                follow_symlinks=False,
+            )
+        finally:
+            os.close(first_dir_fd)
         self.result.files += 1
         return True
+
+    def _open_restored_directory(self, path: bytes) -> int:
+        """Open a directory under the target one component at a time.
+
+        Opening relative to the parent's descriptor works past ``PATH_MAX`` and never
+        follows a symlink.
+        """
+        fd = os.open(self._target, DIRECTORY_FLAGS)
+        for name in path.split(b"/"):
+            if not name:
+                continue
+            try:
+                child_fd = os.open(name, DIRECTORY_FLAGS, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = child_fd
+        return fd
 
     # Metadata -------------------------------------------------------------------------
 
