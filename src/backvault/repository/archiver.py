@@ -20,11 +20,13 @@ import os
 import pwd
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from pyfastcdc import FastCDC
 
@@ -33,11 +35,14 @@ from backvault.repository.blobsaver import BlobSaver
 from backvault.repository.pack import BlobType
 from backvault.repository.repository import Repository
 from backvault.repository.snapshot import Snapshot
-from backvault.repository.tree import Node
+from backvault.repository.tree import Node, encode_tree_maps
 
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 STREAM_BUFFER_SIZE = 1024 * 1024  # bytes per read of a small file
+# os.listdir on a descriptor returns str; encoding back by hand is what os.fsencode does,
+# without its per-call overhead on directories of thousands of names.
+FS_ENCODING = sys.getfilesystemencoding()
 
 
 @dataclass
@@ -57,8 +62,12 @@ class BackupResult:
     changed: list[bytes] = field(default_factory=list)
 
 
-# A pending tree entry: the node, plus futures for its content or subtree id.
-PendingNode = tuple[Node, list[Future[bytes]] | Future[bytes] | None]
+# A node as stored in a tree blob, decoded by msgpack (see tree.py for the keys).
+NodeMap = dict[str, Any]
+
+# A pending tree entry: a node, or the stored map of an unchanged file, plus futures for
+# its content or subtree id.
+PendingNode = tuple[Node | NodeMap, list[Future[bytes]] | Future[bytes] | None]
 
 
 @lru_cache(maxsize=1024)
@@ -216,7 +225,7 @@ class Archiver:
         return root
 
     def _walk_virtual(
-        self, path: bytes, children: dict[bytes, object], parent_nodes: dict[bytes, Node]
+        self, path: bytes, children: dict[bytes, object], parent_nodes: dict[bytes, NodeMap]
     ) -> list[PendingNode]:
         """Record the directories above the sources, with their own metadata."""
         pending: list[PendingNode] = []
@@ -256,7 +265,7 @@ class Archiver:
             self._skip_sources(os.path.join(path, name), children[name], error)
 
     def _record_source(
-        self, path: bytes, name: bytes, st: os.stat_result, previous: Node | None
+        self, path: bytes, name: bytes, st: os.stat_result, previous: NodeMap | None
     ) -> PendingNode | None:
         parent_dir, _ = os.path.split(path)
         try:
@@ -272,11 +281,12 @@ class Archiver:
     # Directories ----------------------------------------------------------------------
 
     def _walk_directory(
-        self, dir_fd: int, path: bytes, parent_nodes: dict[bytes, Node]
+        self, dir_fd: int, path: bytes, parent_nodes: dict[bytes, NodeMap]
     ) -> list[PendingNode]:
         try:
-            with os.scandir(dir_fd) as scan:
-                names = sorted(os.fsencode(entry.name) for entry in scan)
+            names = sorted(
+                [name.encode(FS_ENCODING, "surrogateescape") for name in os.listdir(dir_fd)]
+            )
         except OSError as error:
             self._skip(path, error)
             return []
@@ -295,15 +305,20 @@ class Archiver:
         return pending
 
     def _record_entry(
-        self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, previous: Node | None
+        self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, previous: NodeMap | None
     ) -> PendingNode | None:
-        node = node_from_stat(name, st)
         self.progress.current = path
+        if previous is not None and stat.S_ISREG(st.st_mode):
+            unchanged = self._unchanged_file(previous, st)
+            if unchanged is not None:
+                return unchanged, None
+
+        node = node_from_stat(name, st)
 
         if node.type == "dir":
             return self._record_directory(dir_fd, path, node, previous)
         if node.type == "file":
-            return self._record_file(dir_fd, path, node, previous)
+            return self._record_file(dir_fd, path, node)
         if node.type == "symlink":
             try:
                 node.target = os.readlink(name, dir_fd=dir_fd)
@@ -313,7 +328,7 @@ class Archiver:
         return node, None
 
     def _record_directory(
-        self, dir_fd: int, path: bytes, node: Node, previous: Node | None
+        self, dir_fd: int, path: bytes, node: Node, previous: NodeMap | None
     ) -> PendingNode | None:
         try:
             child_fd = os.open(node.name, DIRECTORY_FLAGS, dir_fd=dir_fd)
@@ -331,18 +346,9 @@ class Archiver:
 
     # Files ----------------------------------------------------------------------------
 
-    def _record_file(
-        self, dir_fd: int, path: bytes, node: Node, previous: Node | None
-    ) -> PendingNode | None:
+    def _record_file(self, dir_fd: int, path: bytes, node: Node) -> PendingNode | None:
         self.progress.files += 1
         self.progress.bytes_total += node.size
-
-        if previous is not None and self._is_unchanged(node, previous):
-            node.content = previous.content
-            node.xattrs = previous.xattrs
-            self.progress.files_unchanged += 1
-            self._report_progress()
-            return node, None
 
         try:
             fd = os.open(node.name, READ_FLAGS, dir_fd=dir_fd)
@@ -357,17 +363,37 @@ class Archiver:
         finally:
             os.close(fd)
 
-    def _is_unchanged(self, node: Node, previous: Node) -> bool:
-        if previous.type != "file" or previous.changed:
-            return False
-        same_metadata = (
-            previous.size == node.size
-            and previous.mtime == node.mtime
-            and previous.ctime == node.ctime
-            and previous.inode == node.inode
-        )
-        index = self._repository.index
-        return same_metadata and all(blob_id in index for blob_id in previous.content)
+    def _unchanged_file(self, previous: NodeMap, st: os.stat_result) -> NodeMap | None:
+        """Return the stored map of a file that did not change since the parent snapshot.
+
+        Size, mtime, ctime and inode must match; any change of mode, owner, link count or
+        extended attributes also changes the ctime. The stored map is reused as it is, so
+        an unchanged tree encodes to the same bytes and the same id without new objects.
+        """
+        try:
+            same = (
+                previous["type"] == "file"
+                and not previous.get("changed", False)
+                and previous["size"] == st.st_size
+                and previous["mtime"] == st.st_mtime_ns
+                and previous["ctime"] == st.st_ctime_ns
+                and previous["inode"] == st.st_ino
+                and self._repository.index.contains_all(previous["content"])
+            )
+        except (KeyError, TypeError):
+            return None
+        if not same:
+            return None
+
+        if previous["device"] != st.st_dev:
+            # Some file systems renumber devices at each mount; keep hard-link grouping
+            # right for this snapshot without reading the file again.
+            previous = {**previous, "device": st.st_dev}
+        self.progress.files += 1
+        self.progress.files_unchanged += 1
+        self.progress.bytes_total += st.st_size
+        self._report_progress()
+        return previous
 
     def _read_file(self, fd: int, path: bytes, node: Node) -> PendingNode | None:
         before = os.fstat(fd)
@@ -430,28 +456,34 @@ class Archiver:
     # Trees ----------------------------------------------------------------------------
 
     def _save_tree(self, pending: list[PendingNode]) -> Future[bytes]:
-        nodes = [self._resolve(node, futures) for node, futures in pending]
-        return self._saver.save(BlobType.TREE, self._repository.encode_tree(nodes))
+        maps = [self._resolve(node, futures) for node, futures in pending]
+        return self._saver.save_if_new(BlobType.TREE, encode_tree_maps(maps))
 
     @staticmethod
-    def _resolve(node: Node, futures: list[Future[bytes]] | Future[bytes] | None) -> Node:
+    def _resolve(
+        node: Node | NodeMap, futures: list[Future[bytes]] | Future[bytes] | None
+    ) -> NodeMap:
+        if isinstance(node, dict):
+            return node
         if isinstance(futures, list):
             node.content = [future.result() for future in futures]
         elif futures is not None:
             node.subtree = futures.result()
-        return node
+        return node.to_map()
 
     @staticmethod
-    def _subtree_of(node: Node | None) -> bytes | None:
-        if node is None or node.type != "dir":
+    def _subtree_of(previous: NodeMap | None) -> bytes | None:
+        if previous is None or previous.get("type") != "dir":
             return None
-        return node.subtree
+        subtree = previous.get("subtree")
+        return subtree if isinstance(subtree, bytes) else None
 
-    def _load_parent_nodes(self, tree_id: bytes | None) -> dict[bytes, Node]:
+    def _load_parent_nodes(self, tree_id: bytes | None) -> dict[bytes, NodeMap]:
         if tree_id is None or tree_id not in self._repository.index:
             return {}
         try:
-            return {node.name: node for node in self._repository.load_tree(tree_id)}
+            maps = self._repository.load_tree_maps(tree_id)
+            return {bytes(item["name"]): item for item in maps}
         except Exception:
             # The parent snapshot only speeds the backup up: if a parent tree cannot be
             # read, every file under it is read again, which is always correct.

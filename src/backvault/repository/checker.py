@@ -1,10 +1,10 @@
 """Check: verify that every snapshot can be restored from what is stored.
 
 Without ``read_data`` the check opens the config, every key slot, index file, snapshot
-and tree, and confirms that every blob they need is indexed in a pack that exists and is at least
-as long as the end of its last indexed blob. With ``read_data`` it also reads every pack whole, confirms that its
-name is the BLAKE3 hash of its bytes, decrypts its header and every blob, and compares
-each blob's keyed hash with its id.
+and tree, and confirms that every blob they need is indexed in a pack that exists and is
+at least as long as the end of its last indexed blob. With ``read_data`` it also reads
+every pack whole, confirms that its name is the BLAKE3 hash of its bytes, decrypts its
+header and every blob, and compares each blob's keyed hash with its id.
 
 Packs that no index lists (left by an interrupted backup) are reported as notes, not
 errors: they hold nothing a snapshot needs, and the next backup indexes them.

@@ -52,6 +52,9 @@ class Index:
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self._blobs
 
+    def contains_all(self, blob_ids: list[bytes]) -> bool:
+        return all(map(self._blobs.__contains__, blob_ids))
+
     def __len__(self) -> int:
         return len(self._blobs)
 

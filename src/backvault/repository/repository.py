@@ -9,6 +9,7 @@ encrypted headers, so the next backup reuses their blobs.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import blake3
 import zstandard
@@ -61,7 +62,7 @@ from backvault.repository.pack import (
     read_header_length,
 )
 from backvault.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
-from backvault.repository.tree import Node, decode_tree, encode_tree
+from backvault.repository.tree import Node, decode_tree, decode_tree_maps, encode_tree
 from backvault.storage import Backend, ObjectNotFoundError
 
 PACK_CIPHER_CACHE_SIZE = 1024  # pack keys kept; about 1 KiB each
@@ -359,6 +360,10 @@ class Repository:
     def load_tree(self, tree_id: bytes) -> list[Node]:
         data = self.load_blob(tree_id, BlobType.TREE)
         return decode_tree(data, subject=f"tree {tree_id.hex()[:16]}")
+
+    def load_tree_maps(self, tree_id: bytes) -> list[dict[str, Any]]:
+        data = self.load_blob(tree_id, BlobType.TREE)
+        return decode_tree_maps(data, subject=f"tree {tree_id.hex()[:16]}")
 
     @staticmethod
     def encode_tree(nodes: list[Node]) -> bytes:

@@ -108,15 +108,30 @@ class Node:
 
 
 def encode_tree(nodes: list[Node]) -> bytes:
-    ordered = sorted(nodes, key=lambda node: node.name)
-    body = {"nodes": [node.to_map() for node in ordered]}
-    return make_header(MAGIC_TREE) + msgpack.packb(body, use_bin_type=True)
+    return encode_tree_maps([node.to_map() for node in nodes])
+
+
+def encode_tree_maps(maps: list[dict[str, Any]]) -> bytes:
+    """Encode node maps as a tree blob; equal maps always give equal bytes."""
+    ordered = sorted(maps, key=lambda item: bytes(item["name"]))
+    return make_header(MAGIC_TREE) + msgpack.packb({"nodes": ordered}, use_bin_type=True)
+
+
+def decode_tree_maps(data: bytes, *, subject: str) -> list[dict[str, Any]]:
+    """Decode a tree blob into its node maps without building :class:`Node` objects."""
+    check_header(data, MAGIC_TREE, subject=subject)
+    try:
+        nodes = msgpack.unpackb(data[HEADER_SIZE:], raw=False)["nodes"]
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        raise IntegrityError(subject) from None
+    if not isinstance(nodes, list) or not all(isinstance(item, dict) for item in nodes):
+        raise IntegrityError(subject)
+    return nodes
 
 
 def decode_tree(data: bytes, *, subject: str) -> list[Node]:
-    check_header(data, MAGIC_TREE, subject=subject)
+    maps = decode_tree_maps(data, subject=subject)
     try:
-        body = msgpack.unpackb(data[HEADER_SIZE:], raw=False)
-        return [Node.from_map(item) for item in body["nodes"]]
-    except (ValueError, KeyError, TypeError, AttributeError, msgpack.UnpackException):
+        return [Node.from_map(item) for item in maps]
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise IntegrityError(subject) from None

@@ -30,6 +30,7 @@ class LocalBackend:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root).absolute()
+        self._root_string = str(self._root)
 
     @property
     def location(self) -> str:
@@ -57,7 +58,7 @@ class LocalBackend:
         return self._path(kind, name).is_file()
 
     def read(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        path = self._path(kind, name)
+        path = self._path_string(kind, name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -138,15 +139,19 @@ class LocalBackend:
         return removed
 
     def _path(self, kind: str, name: str) -> Path:
+        return Path(self._path_string(kind, name))
+
+    def _path_string(self, kind: str, name: str) -> str:
+        # Plain strings, not Path objects: a restore reads one object per blob.
         if kind not in KINDS:
             raise ValueError(f"unknown object kind {kind!r}")
         if kind == "config":
-            return self._root / "config"
+            return f"{self._root_string}/config"
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"invalid object name {name!r}")
         if kind == "data":
-            return self._root / "data" / name[:2] / name
-        return self._root / kind / name
+            return f"{self._root_string}/data/{name[:2]}/{name}"
+        return f"{self._root_string}/{kind}/{name}"
 
     @staticmethod
     def _write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
