@@ -20,7 +20,7 @@ import secrets
 import shutil
 import stat
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,7 +32,11 @@ from backvault.repository.tree import Node
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 TEMPORARY_PREFIX = b".backvault-restore-"
-PREFETCH_BLOBS = 8  # blobs read and decrypted ahead of the writer
+PREFETCH_BLOBS = 32  # blobs read and decrypted ahead of the writer
+PREFETCH_BYTES = 32 * 1024 * 1024  # plaintext bytes in flight, at most one chunk more
+
+# A blob of a file being restored: its id and the future of its plaintext.
+LoadedBlob = tuple[bytes, Future[bytes]]
 
 FILE_TYPE_BITS = {
     "fifo": stat.S_IFIFO,
@@ -111,6 +115,7 @@ class Restorer:
             self._damaged(path or b"/", error)
             return
 
+        selected: list[tuple[bytes, Node]] = []
         for node in nodes:
             child_path = path + b"/" + node.name
             if not path_selected(child_path, self._includes):
@@ -118,17 +123,32 @@ class Restorer:
             if b"/" in node.name or node.name in (b"", b".", b".."):
                 self._damaged(child_path, BackvaultError("invalid file name in tree"))
                 continue
+            selected.append((child_path, node))
+
+        # One stream of blobs for all files of the directory, so that reading and
+        # decrypting the next files overlaps with writing this one.
+        stream = _BlobStream(
+            self._pool,
+            self._repository,
+            [blob_id for _, node in selected if node.type == "file" for blob_id in node.content],
+        )
+        for child_path, node in selected:
             self.progress.current = child_path
+            blobs = stream.take(len(node.content) if node.type == "file" else 0)
             try:
-                self._restore_node(dir_fd, child_path, node)
+                self._restore_node(dir_fd, child_path, node, blobs)
             except OSError as error:
                 self.result.warnings.append((child_path, error.strerror or str(error)))
+            finally:
+                blobs.close()
 
-    def _restore_node(self, dir_fd: int, path: bytes, node: Node) -> None:
+    def _restore_node(
+        self, dir_fd: int, path: bytes, node: Node, blobs: Iterator[LoadedBlob]
+    ) -> None:
         if node.type == "dir":
             self._restore_directory(dir_fd, path, node)
         elif node.type == "file":
-            self._restore_file(dir_fd, path, node)
+            self._restore_file(dir_fd, path, node, blobs)
         elif node.type == "symlink":
             self._replace_entry(dir_fd, node.name)
             os.symlink(node.target or b"", node.name, dir_fd=dir_fd)
@@ -172,7 +192,9 @@ class Restorer:
 
     # Files ----------------------------------------------------------------------------
 
-    def _restore_file(self, dir_fd: int, path: bytes, node: Node) -> None:
+    def _restore_file(
+        self, dir_fd: int, path: bytes, node: Node, blobs: Iterator[LoadedBlob]
+    ) -> None:
         if node.links > 1 and self._link_existing(dir_fd, path, node):
             return
 
@@ -181,9 +203,13 @@ class Restorer:
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
         )
         try:
-            damage = self._write_content(fd, node)
-            os.ftruncate(fd, node.size)
+            damage, end = self._write_content(fd, blobs)
+            if end != node.size:
+                # Trailing zero chunks were skipped, or the content was damaged.
+                os.ftruncate(fd, node.size)
             self._apply_metadata_fd(fd, path, node)
+            # The times go on the open file; the rename below does not change them.
+            os.utime(fd, ns=(node.mtime, node.mtime))
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -193,7 +219,6 @@ class Restorer:
 
         self._replace_entry(dir_fd, node.name, keep_files=True)
         os.rename(temporary, node.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        self._set_times(dir_fd, node)
         self.result.files += 1
         self.progress.files += 1
         if damage is not None:
@@ -201,39 +226,37 @@ class Restorer:
         if node.links > 1:
             self._hard_links[(node.device, node.inode)] = path
 
-    def _write_content(self, fd: int, node: Node) -> BackvaultError | None:
-        """Write the file's chunks; return the first error, after writing what it can.
+    def _write_content(
+        self, fd: int, blobs: Iterator[LoadedBlob]
+    ) -> tuple[BackvaultError | None, int]:
+        """Write the file's chunks; return the first error and the end of the last write.
 
         A chunk that cannot be read leaves a hole of its length, so the other chunks keep
-        their offsets and the file keeps its size.
+        their offsets and the file keeps its size. Chunks of zeros are skipped, not
+        written, so that holes of sparse files stay holes.
         """
         first_error: BackvaultError | None = None
         offset = 0
-        for blob_id, loaded in self._prefetch(node.content):
+        written_end = 0
+        for blob_id, loaded in blobs:
             try:
                 data = loaded.result()
             except BackvaultError as error:
                 first_error = first_error or error
-                location = self._repository.index.lookup(blob_id)
-                offset += location.entry.raw_length if location else 0
+                offset += self._stored_length(blob_id)
                 continue
             if data.count(0) != len(data):
                 os.pwrite(fd, data, offset)
+                written_end = offset + len(data)
             offset += len(data)
             self.result.bytes_written += len(data)
             self.progress.bytes_written += len(data)
             self._report_progress()
-        return first_error
+        return first_error, written_end
 
-    def _prefetch(self, blob_ids: list[bytes]) -> Iterator[tuple[bytes, Future[bytes]]]:
-        window: deque[tuple[bytes, Future[bytes]]] = deque()
-        for blob_id in blob_ids:
-            loaded = self._pool.submit(self._repository.load_blob, blob_id, BlobType.DATA)
-            window.append((blob_id, loaded))
-            if len(window) >= PREFETCH_BLOBS:
-                yield window.popleft()
-        while window:
-            yield window.popleft()
+    def _stored_length(self, blob_id: bytes) -> int:
+        location = self._repository.index.lookup(blob_id)
+        return location.entry.raw_length if location else 0
 
     def _link_existing(self, dir_fd: int, path: bytes, node: Node) -> bool:
         first = self._hard_links.get((node.device, node.inode))
@@ -244,7 +267,10 @@ class Restorer:
         try:
             self._replace_entry(dir_fd, node.name)
             os.link(
-                first_name, node.name, src_dir_fd=first_dir_fd, dst_dir_fd=dir_fd,
+                first_name,
+                node.name,
+                src_dir_fd=first_dir_fd,
+                dst_dir_fd=dir_fd,
                 follow_symlinks=False,
             )
         finally:
@@ -273,9 +299,10 @@ class Restorer:
 
     def _apply_metadata(self, dir_fd: int, path: bytes, node: Node) -> None:
         """Set owner, mode and times of an entry that is not open (symlink, special file)."""
-        self._chown(path, lambda: os.chown(
-            node.name, node.uid, node.gid, dir_fd=dir_fd, follow_symlinks=False
-        ))
+        self._chown(
+            path,
+            lambda: os.chown(node.name, node.uid, node.gid, dir_fd=dir_fd, follow_symlinks=False),
+        )
         if node.type != "symlink":
             os.chmod(node.name, node.mode, dir_fd=dir_fd)
         self._set_times(dir_fd, node)
@@ -331,6 +358,56 @@ class Restorer:
     def _report_progress(self) -> None:
         if self._progress_callback is not None:
             self._progress_callback(self.progress)
+
+
+class _BlobStream:
+    """Blobs read and decrypted by the pool ahead of the writer, in order.
+
+    At most PREFETCH_BLOBS blobs, and about PREFETCH_BYTES of plaintext, are in flight.
+    """
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, repository: Repository, blob_ids: list[bytes]
+    ) -> None:
+        self._pool = pool
+        self._repository = repository
+        self._pending = deque(blob_ids)
+        self._window: deque[tuple[bytes, Future[bytes], int]] = deque()
+        self._window_bytes = 0
+        self._fill()
+
+    def take(self, count: int) -> Generator[LoadedBlob, None, None]:
+        """Yield the next ``count`` blobs; closing early drops the rest of them."""
+        taken = 0
+        try:
+            while taken < count:
+                blob_id, loaded = self._pop()
+                taken += 1
+                yield blob_id, loaded
+        finally:
+            while taken < count:
+                self._pop()
+                taken += 1
+
+    def _pop(self) -> LoadedBlob:
+        if not self._window:
+            self._fill(minimum=1)
+        blob_id, loaded, size = self._window.popleft()
+        self._window_bytes -= size
+        self._fill()
+        return blob_id, loaded
+
+    def _fill(self, minimum: int = 0) -> None:
+        while self._pending and (
+            len(self._window) < minimum
+            or (len(self._window) < PREFETCH_BLOBS and self._window_bytes < PREFETCH_BYTES)
+        ):
+            blob_id = self._pending.popleft()
+            location = self._repository.index.lookup(blob_id)
+            size = location.entry.raw_length if location else 0
+            loaded = self._pool.submit(self._repository.load_blob, blob_id, BlobType.DATA)
+            self._window.append((blob_id, loaded, size))
+            self._window_bytes += size
 
 
 def _remove_directory_contents(dir_fd: int) -> None:

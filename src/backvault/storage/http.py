@@ -1,7 +1,7 @@
 """A repository on a backvault server, reached over HTTP or HTTPS.
 
 The address ``http(s)://HOST:PORT/NAME`` names repository NAME of the account that the
-token belongs to; a longer path such as ``https://host/backvault/NAME`` puts the API under
+token belongs to. A longer path such as ``https://host/backvault/NAME`` puts the API under
 the prefix ``/backvault``. The token comes from ``BACKVAULT_TOKEN`` or from the file that
 ``backvault login`` writes, ``$XDG_CONFIG_HOME/backvault/tokens.json`` (mode 0600).
 
@@ -166,7 +166,19 @@ class _RetryableStatus(Exception):
 
 
 def _is_transient(error: Exception) -> bool:
-    return isinstance(error, httpx.TransportError | _RetryableStatus)
+    if isinstance(error, _RetryableStatus):
+        return True
+    # A certificate that fails verification fails the same way on every attempt.
+    return isinstance(error, httpx.TransportError) and not _caused_by_tls_error(error)
+
+
+def _caused_by_tls_error(error: BaseException) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def send_with_retries(
@@ -192,6 +204,11 @@ def send_with_retries(
     except _RetryableStatus as error:
         return error.response
     except httpx.TransportError as error:
+        if _caused_by_tls_error(error):
+            raise StorageError(
+                f"TLS connection to the backvault server {origin} failed: {error}",
+                hint=f"If the server uses a private CA, set {ENV_CA_FILE} to its certificate.",
+            ) from error
         raise StorageError(
             f"cannot reach the backvault server {origin} after {RETRY_POLICY.attempts} "
             f"attempts: {error.__class__.__name__}: {error}",

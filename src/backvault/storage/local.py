@@ -67,7 +67,7 @@ class LocalBackend:
             raise StorageError(f"cannot read {path}: {error}") from error
         try:
             if length is None:
-                length = os.fstat(fd).st_size - offset
+                length = max(0, os.fstat(fd).st_size - offset)
             return self._read_range(fd, offset, length)
         except OSError as error:
             raise StorageError(f"cannot read {path}: {error}") from error
@@ -104,6 +104,11 @@ class LocalBackend:
             raise StorageError(f"cannot write {path}: {error}") from error
 
     def list(self, kind: str) -> Iterator[tuple[str, int]]:
+        if kind == "config":
+            config = self._root / "config"
+            if config.is_file():
+                yield "config", config.stat().st_size
+            return
         folder = self._root / kind
         folders = sorted(folder.iterdir()) if kind == "data" else [folder]
         for directory in folders:

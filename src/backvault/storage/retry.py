@@ -70,8 +70,8 @@ def call_with_retry(
                 raise
             wait = policy.delay(attempt)
             logger.warning(
-                "%s failed (attempt %d of %d): %s; retrying in %.2f s",
-                description, attempt, policy.attempts, error, wait,
+                "%s failed (attempt %d of %d), retrying in %.2f s: %s",
+                description, attempt, policy.attempts, wait, error,
             )
             policy.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")

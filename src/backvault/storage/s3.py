@@ -37,6 +37,8 @@ SCHEME = "s3://"
 DEFAULT_REGION = "us-east-1"
 # Checked in this order, as the AWS SDKs do: the variable for S3 wins over the general one.
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+# Set to "true", this AWS variable makes clients ignore the endpoint variables above.
+IGNORE_ENDPOINTS_VARIABLE = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
 
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 CREDENTIALS_CODES = frozenset({
@@ -83,7 +85,7 @@ def create_client(*, endpoint_url: str | None = None, region: str | None = None)
     request itself, and two layers would multiply the attempts.
     """
     session = boto3.session.Session()
-    if endpoint_url is None:
+    if endpoint_url is None and os.environ.get(IGNORE_ENDPOINTS_VARIABLE, "").lower() != "true":
         endpoint_url = next(
             (os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), None
         )
@@ -109,7 +111,7 @@ def is_transient_error(error: Exception) -> bool:
     """Return whether a failed S3 request may succeed if it is sent again."""
     if isinstance(error, ClientError):
         status = _http_status(error)
-        if status == 501:  # Not Implemented: the endpoint lacks a feature, for good.
+        if status == 501:  # Not Implemented: the endpoint lacks the feature for good.
             return False
         return status >= 500 or status == 429 or _error_code(error) in TRANSIENT_CODES
     if isinstance(error, SSLError):
@@ -136,6 +138,8 @@ class S3Backend:
         self._client = client if client is not None else create_client()
         self._retry_policy = retry_policy
         # Cleared when the endpoint rejects If-None-Match as not implemented.
+        # NOTE: an endpoint that ignores the header without an error cannot be detected,
+        # and there a write replaces an existing object.
         self.conditional_writes = True
 
     @classmethod
@@ -157,8 +161,8 @@ class S3Backend:
     def exists_repository(self) -> bool:
         if self._head(self._key("config", "config")) is not None:
             return True
-        # A HEAD request answers 404 for a missing bucket as for a missing key, so look
-        # at the bucket to report a missing one by name.
+        # A HEAD request returns 404 for a missing bucket as for a missing key, so check
+        # the bucket to report a missing one by name.
         self._check_bucket()
         return False
 
@@ -293,7 +297,7 @@ class S3Backend:
         return f"{SCHEME}{self.bucket}/{key}"
 
     def _put_if_absent(self, key: str, body: bytes) -> str:
-        """PUT with ``If-None-Match: *``; return "created", "exists" or "unsupported"."""
+        """Send a PUT with ``If-None-Match: *`` and return "created", "exists" or "unsupported"."""
         try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
         except ClientError as error:
