@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from backvault.crypto.recovery import RecoveryKey
 from backvault.errors import UsageError
-from backvault.repository.archiver import Archiver, BackupProgress
+from backvault.repository.archiver import Archiver, BackupProgress, normalize_sources
 from backvault.repository.blobsaver import BlobSaver
 from backvault.repository.checker import Checker, CheckResult
 from backvault.repository.repository import Repository
@@ -128,7 +128,7 @@ def backup(
 
 def _find_parent(repository: Repository, sources: list[bytes]) -> Snapshot | None:
     """Return the newest snapshot of the same paths from this host, if any."""
-    wanted = sorted({os.path.normpath(os.path.abspath(path)) for path in sources})
+    wanted = normalize_sources(sources)
     hostname = socket.gethostname()
     for snapshot in reversed(repository.list_snapshots()):
         if snapshot.hostname == hostname and snapshot.paths == wanted:

@@ -29,6 +29,7 @@ import pytest
 
 from backvault import api
 from backvault.repository import archiver
+from backvault.repository.archiver import normalize_sources
 from backvault.repository.repository import Repository
 
 if TYPE_CHECKING:
@@ -137,23 +138,29 @@ def test_partial_snapshot_saved_with_skipped_paths(
 
 def test_source_below_non_directory_skipped(repository: Repository, tmp_path: Path) -> None:
     existing = write_file(tmp_path / "existing.txt", b"backed up")
-    real_directory = tmp_path / "real-directory"
-    real_directory.mkdir()
-    write_file(real_directory / "file.txt", b"only reachable through a symlink")
-    (tmp_path / "link-to-directory").symlink_to(real_directory)
-    below_symlink = tmp_path / "link-to-directory" / "file.txt"
     below_file = write_file(tmp_path / "plain-file", b"not a directory") / "child"
 
-    result = api.backup(
-        repository, [os.fsencode(path) for path in (existing, below_symlink, below_file)]
-    )
+    result = api.backup(repository, [os.fsencode(path) for path in (existing, below_file)])
 
-    # The walk never follows symlinks, so a source below one cannot be reached. It must
-    # be reported rather than left out of the snapshot without a word.
-    assert skipped_paths(result.skipped) == sorted(
-        os.fsencode(path) for path in (below_symlink, below_file)
-    )
+    # A source below a regular file cannot exist; it must be reported rather than left
+    # out of the snapshot without a word.
+    assert skipped_paths(result.skipped) == [os.fsencode(below_file)]
     assert os.fsencode(existing) in dict(api.list_files(repository, "latest"))
+
+
+def test_source_below_symlink_recorded_resolved(repository: Repository, tmp_path: Path) -> None:
+    real_directory = tmp_path / "real-directory"
+    real_directory.mkdir()
+    write_file(real_directory / "file.txt", b"reached through a symlinked parent")
+    (tmp_path / "link-to-directory").symlink_to(real_directory)
+
+    result = api.backup(repository, [os.fsencode(tmp_path / "link-to-directory" / "file.txt")])
+
+    # Symlinks above a source are resolved, so the source is recorded at its real path.
+    assert result.skipped == []
+    assert result.snapshot.paths == [os.fsencode(real_directory / "file.txt")]
+    listed = dict(api.list_files(repository, "latest"))
+    assert listed[os.fsencode(real_directory / "file.txt")].size == 34
 
 
 @pytest.fixture
@@ -390,3 +397,13 @@ def test_changed_file_read_again_next_backup(
     target = tmp_path / "restored"
     api.restore(repository, "latest", str(target))
     assert restored_location(target, rewritten).read_bytes() == new_start + original[MEBIBYTE:]
+
+
+def test_normalize_sources_keeps_root_and_resolves_parents(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    source = os.fsencode(tmp_path / "link" / "entry")
+
+    assert normalize_sources([b"/"]) == [b"/"]
+    assert normalize_sources([source, source]) == [os.fsencode(tmp_path / "real" / "entry")]
+    assert normalize_sources([os.fsencode(tmp_path / "link")]) == [os.fsencode(tmp_path / "link")]

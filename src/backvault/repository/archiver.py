@@ -86,6 +86,24 @@ def _group_name(gid: int) -> str | None:
         return None
 
 
+def normalize_sources(paths: list[bytes]) -> list[bytes]:
+    """Return the absolute, sorted source paths, with symlinks above each source resolved.
+
+    A source that is itself a symlink is kept as a symlink, as everything below a source
+    is; but ``/var/run/app`` where ``/var/run`` links to ``/run`` is recorded as
+    ``/run/app``, because a backup never follows symlinks inside the tree it walks.
+    """
+    normalized = set()
+    for path in paths:
+        absolute = os.path.normpath(os.path.abspath(path))
+        if absolute == b"/":
+            normalized.add(absolute)
+            continue
+        parent, name = os.path.split(absolute)
+        normalized.add(os.path.join(os.path.realpath(parent), name))
+    return sorted(normalized)
+
+
 def node_type(mode: int) -> str:
     if stat.S_ISREG(mode):
         return "file"
@@ -174,10 +192,13 @@ class Archiver:
 
     def run(self, paths: list[bytes]) -> Snapshot:
         started = time.time_ns()
-        sources = sorted({os.path.normpath(os.path.abspath(path)) for path in paths})
+        sources = normalize_sources(paths)
         parent_root = self._load_parent_nodes(self._parent.tree if self._parent else None)
 
-        root_nodes = self._walk_virtual(b"/", self._source_tree(sources), parent_root)
+        if b"/" in sources:
+            root_nodes = self._walk_root(parent_root)
+        else:
+            root_nodes = self._walk_virtual(b"/", self._source_tree(sources), parent_root)
         root_id = self._save_tree(root_nodes).result()
         self._saver.close()
 
@@ -206,6 +227,14 @@ class Archiver:
         )
         self._repository.save_snapshot(snapshot)
         return snapshot
+
+    def _walk_root(self, parent_nodes: dict[bytes, NodeMap]) -> list[PendingNode]:
+        """Record the whole file system: the root directory is itself the source."""
+        root_fd = os.open(b"/", DIRECTORY_FLAGS)
+        try:
+            return self._walk_directory(root_fd, b"", parent_nodes)
+        finally:
+            os.close(root_fd)
 
     @staticmethod
     def _source_tree(sources: list[bytes]) -> dict[bytes, object]:
