@@ -2,5 +2,5 @@
 
 The server stores only what clients have already encrypted. Metadata (accounts, tokens,
 repositories, object sizes and hashes) lives in SQLite or PostgreSQL through SQLAlchemy
-Core; object bytes live in a storage backend per repository (a local directory or S3).
+Core. Object bytes live in a storage backend per repository (a local directory or S3).
 """

@@ -3,7 +3,7 @@
 An operator token is looked up by its SHA-256 hash. A JSON Web Token (three dot-separated
 parts) is verified against the operator's public key, issuer and optional audience, and
 its ``sub`` claim names the account. Such an account is created on first use with default
-settings, so an app's backend can vouch for its users without an operator step; an
+settings, so an app's backend can vouch for its users without an operator step. An
 operator may create it beforehand to set a quota or make it append-only.
 
 The accepted signature algorithm follows from the type of the public key (Ed25519 gives

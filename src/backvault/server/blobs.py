@@ -126,11 +126,6 @@ class BlobService:
                 self._backends[repository.id] = backend
             return backend
 
-    def forget_backends(self, repositories: list[RepositoryInfo]) -> None:
-        with self._backends_lock:
-            for repository in repositories:
-                self._backends.pop(repository.id, None)
-
     def _open_backend(self, repository: RepositoryInfo) -> Backend:
         relative = f"{repository.account_id}/{repository.name}"
         if self._storage is not None:

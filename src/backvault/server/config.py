@@ -15,7 +15,7 @@ A config file has the same settings as the options, with underscores in place of
     jwt_issuer = "https://id.example"
     jwt_audience = "backvault"
 
-An option given on the command line wins over the same setting in the file.
+An option provided on the command line wins over the same setting in the file.
 """
 
 from __future__ import annotations
@@ -106,52 +106,55 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def build_config(settings: dict[str, Any]) -> ServerConfig:
     """Check merged settings (file and options, None for unset) and build the config."""
-    given = {name: value for name, value in settings.items() if value is not None}
-    if "data_dir" not in given:
+    provided = {name: value for name, value in settings.items() if value is not None}
+    if "data_dir" not in provided:
         raise ServerConfigError(
-            "no data directory given",
+            "no data directory provided",
             hint="Pass --data-dir DIR or set data_dir in the config file.",
         )
 
-    log_level = str(given.get("log_level", "info")).lower()
+    log_level = str(provided.get("log_level", "info")).lower()
     if log_level not in LOG_LEVELS:
         raise ServerConfigError(
             f"invalid log level {log_level!r}", hint=f"Use one of {', '.join(LOG_LEVELS)}."
         )
-    port = int(given.get("port", DEFAULT_PORT))
+    port = int(provided.get("port", DEFAULT_PORT))
     if not 0 < port < 65536:
         raise ServerConfigError(f"invalid port {port}", hint="Use a port from 1 to 65535.")
-    max_object_size = int(given.get("max_object_size", DEFAULT_MAX_OBJECT_SIZE))
+    max_object_size = int(provided.get("max_object_size", DEFAULT_MAX_OBJECT_SIZE))
     if max_object_size < 1:
-        raise ServerConfigError(f"invalid maximum object size {max_object_size}")
+        raise ServerConfigError(
+            f"invalid maximum object size {max_object_size}",
+            hint="Use a positive number of bytes.",
+        )
 
-    storage = given.get("storage")
+    storage = provided.get("storage")
     if storage is not None and not str(storage).startswith("s3://"):
         raise ServerConfigError(
             f"unsupported storage {storage!r}",
             hint="Use s3://BUCKET/PREFIX, or leave it unset to store blobs in the data dir.",
         )
-    database = given.get("database")
+    database = provided.get("database")
     if database is not None:
         database = normalize_database_url(str(database))
 
-    tls_cert, tls_key = given.get("tls_cert"), given.get("tls_key")
+    tls_cert, tls_key = provided.get("tls_cert"), provided.get("tls_key")
     if (tls_cert is None) != (tls_key is None):
         raise ServerConfigError(
             "TLS needs both a certificate and a key", hint="Pass both --tls-cert and --tls-key."
         )
 
     return ServerConfig(
-        data_dir=Path(given["data_dir"]).absolute(),
+        data_dir=Path(provided["data_dir"]).absolute(),
         database=database,
         storage=storage.rstrip("/") if storage else None,
-        host=str(given.get("host", DEFAULT_HOST)),
+        host=str(provided.get("host", DEFAULT_HOST)),
         port=port,
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
         log_level=log_level,
         max_object_size=max_object_size,
-        jwt=_jwt_config(given),
+        jwt=_jwt_config(provided),
     )
 
 
@@ -168,10 +171,10 @@ def normalize_database_url(url: str) -> str:
     )
 
 
-def _jwt_config(given: dict[str, Any]) -> JwtConfig | None:
-    key_file, issuer = given.get("jwt_public_key"), given.get("jwt_issuer")
+def _jwt_config(provided: dict[str, Any]) -> JwtConfig | None:
+    key_file, issuer = provided.get("jwt_public_key"), provided.get("jwt_issuer")
     if key_file is None and issuer is None:
-        if given.get("jwt_audience") is not None:
+        if provided.get("jwt_audience") is not None:
             raise ServerConfigError("--jwt-audience needs --jwt-public-key and --jwt-issuer")
         return None
     if key_file is None or issuer is None:
@@ -183,5 +186,5 @@ def _jwt_config(given: dict[str, Any]) -> JwtConfig | None:
         public_key_pem = Path(key_file).read_bytes()
     except OSError as error:
         raise ServerConfigError(f"cannot read the JWT public key {key_file}: {error}") from error
-    return JwtConfig(public_key_pem, str(issuer), given.get("jwt_audience"))
+    return JwtConfig(public_key_pem, str(issuer), provided.get("jwt_audience"))
 

@@ -2,7 +2,7 @@
 
 Every route authenticates first, so a request without a valid token gets 401 before any
 name is looked at. Another account's repository gets 404, the same as a repository that
-does not exist, so nobody can probe which names other accounts use.
+does not exist, so a client cannot probe which names other accounts use.
 """
 
 # No "from __future__ import annotations" here: FastAPI reads the parameter annotations
@@ -29,7 +29,7 @@ OBJECT_PATH = "/repos/{repo}/{kind}/{name:path}"
 
 @dataclass(frozen=True)
 class Services:
-    """What the routes need, built once by the app factory."""
+    """The services the routes use, built once by the app factory."""
 
     metadata: Metadata
     blobs: BlobService
