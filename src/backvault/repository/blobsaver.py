@@ -24,6 +24,7 @@ from backvault.repository.pack import BlobType, Compression, PackWriter
 from backvault.repository.repository import Repository
 
 INDEX_FLUSH_PACKS = 32
+UPLOADS_IN_FLIGHT = 2  # packs of 16 MiB each, so at most 32 MiB of finished packs held
 # Keep compression only when it saves at least this fraction: already-compressed data is
 # stored raw, so restoring it costs no decompression.
 MIN_COMPRESSION_SAVING = 0.03
@@ -46,6 +47,15 @@ class BlobSaver:
         self._pack_size = repository.config.pack_size
         self._level = repository.config.compression_level
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-saver")
+
+        # Full packs are uploaded by their own threads, so compression goes on while a
+        # pack travels to a slow backend. At most UPLOADS_IN_FLIGHT packs wait or travel;
+        # a worker that fills one more blocks until one is stored.
+        self._uploader = ThreadPoolExecutor(
+            max_workers=UPLOADS_IN_FLIGHT, thread_name_prefix="pack-upload"
+        )
+        self._uploads_in_flight = threading.BoundedSemaphore(UPLOADS_IN_FLIGHT)
+        self._uploads: list[Future[None]] = []
 
         # Bounds the chunks held in memory, those queued plus those being processed: one
         # being compressed by each worker and one waiting for each.
@@ -81,6 +91,7 @@ class BlobSaver:
 
     def flush(self) -> None:
         """Upload the open pack and write the index of every pack not yet indexed."""
+        self._wait_for_uploads()
         with self._lock:
             pack, self._pack = self._pack, None
         if pack is not None and pack.entries:
@@ -92,7 +103,10 @@ class BlobSaver:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._uploader.shutdown(wait=True)
 
     def _save_blob(self, blob_type: BlobType, plaintext: bytes) -> bytes:
         blob_id = blake3.blake3(plaintext, key=self._chunk_id_key).digest()
@@ -105,8 +119,30 @@ class BlobSaver:
         payload, compression = self._compress(plaintext)
         full_pack = self._append(blob_type, blob_id, payload, compression, len(plaintext))
         if full_pack is not None:
-            self._upload(full_pack)
+            self._start_upload(full_pack)
         return blob_id
+
+    def _start_upload(self, pack: PackWriter) -> None:
+        self._raise_failed_upload()
+        self._uploads_in_flight.acquire()
+        upload = self._uploader.submit(self._upload, pack)
+        upload.add_done_callback(lambda _: self._uploads_in_flight.release())
+        with self._lock:
+            self._uploads.append(upload)
+
+    def _raise_failed_upload(self) -> None:
+        """Re-raise the error of a finished upload, so a backup stops at the first one."""
+        with self._lock:
+            finished = [upload for upload in self._uploads if upload.done()]
+            self._uploads = [upload for upload in self._uploads if not upload.done()]
+        for upload in finished:
+            upload.result()
+
+    def _wait_for_uploads(self) -> None:
+        with self._lock:
+            uploads, self._uploads = self._uploads, []
+        for upload in uploads:
+            upload.result()
 
     def _compress(self, plaintext: bytes) -> tuple[bytes, Compression]:
         compressor = getattr(self._local, "compressor", None)
