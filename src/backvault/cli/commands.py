@@ -338,7 +338,8 @@ def command_check(args: argparse.Namespace) -> int:
         raise DataDamagedError(
             f"the check found {len(result.errors)} error(s)",
             damaged=result.errors,
-            hint="Restore what you can; the next backup stores missing data again.",
+            hint="Restore what you can. The next backup stores again the data of missing "
+            "packs; move a damaged pack out of data/ so that it is replaced too.",
         )
     if not args.json:
         print("no errors found")

@@ -157,6 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (``backvault ls | head``): not an error.
         sys.stderr.close()
         return 0
+    except OSError as error:
+        # A file-system or network error that no layer translated, such as a full disk.
+        if os.environ.get("BACKVAULT_DEBUG"):
+            traceback.print_exc()
+        print_error(
+            f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""),
+            "Check the path and free space; set BACKVAULT_DEBUG=1 for details.",
+        )
+        return 1
 
 
 if __name__ == "__main__":
