@@ -76,7 +76,11 @@ def _read_key_file(path: Path) -> str:
             hint=f"Check the path in {ENV_KEY_FILE} or --recovery-key-file.",
         ) from None
     except OSError as error:
-        raise UsageError(f"cannot read recovery key file {path}: {error.strerror}") from error
+        raise UsageError(
+            f"cannot read recovery key file {path}: {error.strerror}",
+            hint=f"Check the path in {ENV_KEY_FILE} or --recovery-key-file; it must be a "
+            "readable file.",
+        ) from error
 
 
 def _run_key_command(command: str) -> str:

@@ -3,8 +3,9 @@
 A key slot stores ``{kind, id, created, parameters, nonce, wrapped}``: the master key
 encrypted with AES-256-GCM under a key-encryption key (KEK) that only the holder of the
 protection can derive. Adding or removing a slot never touches the data. The associated
-data of the wrap binds it to the repository, the slot id and the kind, so a slot cannot be
-moved to another repository or passed off as another kind.
+data of the wrap is the header, the repository id and every other field of the slot, so a
+slot cannot be moved to another repository, passed off as another kind, or changed in
+any field without failing to open.
 
 Stored layout (one file per slot, named by the hex slot id)::
 

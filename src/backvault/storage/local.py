@@ -95,6 +95,8 @@ class LocalBackend:
         path = self._path(kind, name)
         temporary = path.with_name(TEMPORARY_PREFIX + secrets.token_hex(8))
         try:
+            # Recreate a folder that a copy tool dropped because it was empty.
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._write_durably(temporary, data)
             os.replace(temporary, path)
             self._flush_directory(path.parent)
@@ -110,13 +112,22 @@ class LocalBackend:
                 yield "config", config.stat().st_size
             return
         folder = self._root / kind
-        folders = sorted(folder.iterdir()) if kind == "data" else [folder]
+        if kind == "keys" and not folder.is_dir():
+            # Unlike the other folders, keys/ is never empty in a working repository.
+            raise StorageError(
+                f"the folder {folder} is missing, so no key slot can be read",
+                hint="Restore the keys folder from a copy of the repository.",
+            )
+        if kind == "data":
+            entries = sorted(_existing_entries(folder), key=lambda entry: entry.name)
+            folders = [Path(entry.path) for entry in entries if entry.is_dir()]
+        else:
+            folders = [folder]
         for directory in folders:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    if entry.name.startswith(TEMPORARY_PREFIX) or not entry.is_file():
-                        continue
-                    yield entry.name, entry.stat().st_size
+            for entry in _existing_entries(directory):
+                if entry.name.startswith(TEMPORARY_PREFIX) or not entry.is_file():
+                    continue
+                yield entry.name, entry.stat().st_size
 
     def delete(self, kind: str, name: str) -> None:
         try:
@@ -181,3 +192,17 @@ class LocalBackend:
                 raise
         finally:
             os.close(fd)
+
+
+def _existing_entries(directory: Path) -> list[os.DirEntry[str]]:
+    """List a folder; a missing folder is empty.
+
+    Copy and sync tools often drop empty folders, so a repository copied that way lacks
+    ``locks/`` and most ``data/xx`` folders, and ``index/`` and ``snapshots/`` before the
+    first backup, and must still work.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
