@@ -1,4 +1,4 @@
-"""Where the command line gets the secrets that unlock a repository.
+"""Sources of the secrets that unlock a repository on the command line.
 
 The recovery key comes, in this order, from ``--recovery-key-file``, the file named by
 ``BACKVAULT_RECOVERY_KEY_FILE``, the standard output of ``BACKVAULT_RECOVERY_KEY_COMMAND``,

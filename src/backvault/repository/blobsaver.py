@@ -74,7 +74,7 @@ class BlobSaver:
         return future
 
     def save_if_new(self, blob_type: BlobType, plaintext: bytes) -> Future[bytes]:
-        """Like :meth:`save`, but answer at once, without a worker, for a known blob.
+        """Like :meth:`save`, but return at once, without a worker, for a known blob.
 
         Meant for tree blobs: small, and on a backup with few changes nearly all known.
         """

@@ -332,7 +332,7 @@ class Restorer:
 
     @staticmethod
     def _replace_entry(dir_fd: int, name: bytes, *, keep_files: bool = False) -> None:
-        """Remove what stands at ``name`` so that a new entry can take its place.
+        """Remove the entry at ``name`` so that a new entry can take its place.
 
         With ``keep_files``, a file or symlink is left for an atomic rename to replace.
         """
