@@ -192,6 +192,25 @@ def test_hard_links_restored_as_links(
     assert_same_tree(source, restored)
 
 
+def test_files_after_hard_link_keep_content(
+    local_repository: LocalRepository, tmp_path: Path, assert_same_tree: TreeAssertion
+) -> None:
+    # A second name of a hard link reads no blobs; the files after it in the same
+    # directory must still get their own content, not their neighbour's.
+    source = tmp_path / "source"
+    source.mkdir()
+    write_file(source / "a", b"content of a")
+    os.link(source / "a", source / "b")
+    write_file(source / "c", b"content of c")
+    write_file(source / "d", b"content of d, longer than c")
+
+    restored = local_repository.back_up_and_restore(source, tmp_path / "restored")
+
+    assert (restored / "c").read_bytes() == b"content of c"
+    assert (restored / "d").read_bytes() == b"content of d, longer than c"
+    assert_same_tree(source, restored)
+
+
 # Contents ---------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import secrets
 import shutil
 import stat
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -143,7 +143,7 @@ class Restorer:
                 blobs.close()
 
     def _restore_node(
-        self, dir_fd: int, path: bytes, node: Node, blobs: Iterator[LoadedBlob]
+        self, dir_fd: int, path: bytes, node: Node, blobs: _FileBlobs
     ) -> None:
         if node.type == "dir":
             self._restore_directory(dir_fd, path, node)
@@ -193,7 +193,7 @@ class Restorer:
     # Files ----------------------------------------------------------------------------
 
     def _restore_file(
-        self, dir_fd: int, path: bytes, node: Node, blobs: Iterator[LoadedBlob]
+        self, dir_fd: int, path: bytes, node: Node, blobs: _FileBlobs
     ) -> None:
         if node.links > 1 and self._link_existing(dir_fd, path, node):
             return
@@ -227,7 +227,7 @@ class Restorer:
             self._hard_links[(node.device, node.inode)] = path
 
     def _write_content(
-        self, fd: int, blobs: Iterator[LoadedBlob]
+        self, fd: int, blobs: _FileBlobs
     ) -> tuple[BackvaultError | None, int]:
         """Write the file's chunks; return the first error and the end of the last write.
 
@@ -376,20 +376,11 @@ class _BlobStream:
         self._window_bytes = 0
         self._fill()
 
-    def take(self, count: int) -> Generator[LoadedBlob, None, None]:
-        """Yield the next ``count`` blobs; closing early drops the rest of them."""
-        taken = 0
-        try:
-            while taken < count:
-                blob_id, loaded = self._pop()
-                taken += 1
-                yield blob_id, loaded
-        finally:
-            while taken < count:
-                self._pop()
-                taken += 1
+    def take(self, count: int) -> _FileBlobs:
+        """Return the next ``count`` blobs, for one file."""
+        return _FileBlobs(self, count)
 
-    def _pop(self) -> LoadedBlob:
+    def pop(self) -> LoadedBlob:
         if not self._window:
             self._fill(minimum=1)
         blob_id, loaded, size = self._window.popleft()
@@ -408,6 +399,34 @@ class _BlobStream:
             loaded = self._pool.submit(self._repository.load_blob, blob_id, BlobType.DATA)
             self._window.append((blob_id, loaded, size))
             self._window_bytes += size
+
+
+class _FileBlobs:
+    """The blobs of one file, taken from a directory's stream in order.
+
+    :meth:`close` takes whatever the file did not consume, whether or not iteration
+    started, so the next file always starts at its own first blob. (A generator's
+    ``finally`` would not run when the generator was never started, which is exactly
+    the case of a file restored as a hard link.)
+    """
+
+    def __init__(self, stream: _BlobStream, count: int) -> None:
+        self._stream = stream
+        self._left = count
+
+    def __iter__(self) -> _FileBlobs:
+        return self
+
+    def __next__(self) -> LoadedBlob:
+        if self._left <= 0:
+            raise StopIteration
+        self._left -= 1
+        return self._stream.pop()
+
+    def close(self) -> None:
+        while self._left > 0:
+            self._left -= 1
+            self._stream.pop()
 
 
 def _remove_directory_contents(dir_fd: int) -> None:
