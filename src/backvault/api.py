@@ -174,12 +174,34 @@ def restore(
 ) -> RestoreResult:
     """Restore a snapshot (``latest``, an id or an id prefix) under ``target``."""
     snapshot = repository.find_snapshot(reference)
-    includes = [os.fsencode(path) for path in include or []]
+    repository.load_index()
+    includes = [_absolute(os.fsencode(path)) for path in include or []]
+    for path in includes:
+        _require_in_snapshot(repository, snapshot, path)
     _prepare_target(os.fsencode(target))
     with _locked(repository, exclusive=False):
         repository.load_index()
         restorer = Restorer(repository, includes=includes, progress=progress)
         return restorer.run(snapshot, os.fsencode(target))
+
+
+def _absolute(path: bytes) -> bytes:
+    # Relative paths are taken from the current directory, as backup takes them.
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _require_in_snapshot(repository: Repository, snapshot: Snapshot, path: bytes) -> None:
+    """Raise UsageError unless ``path`` names an entry of the snapshot."""
+    tree_id: bytes | None = snapshot.tree
+    for name in [part for part in path.split(b"/") if part]:
+        nodes = {node.name: node for node in repository.load_tree(tree_id)} if tree_id else {}
+        node = nodes.get(name)
+        if node is None:
+            raise UsageError(
+                f"{os.fsdecode(path)} is not in snapshot {snapshot.short_id}",
+                hint=f"List what it holds with 'backvault ls {snapshot.short_id}'.",
+            )
+        tree_id = node.subtree
 
 
 def _prepare_target(target: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,10 @@ from backvault.repository.snapshot import Snapshot
 from backvault.repository.tree import Node
 
 ENV_REPOSITORY = "BACKVAULT_REPOSITORY"
+FILE_TYPE_BITS = {
+    "file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "fifo": stat.S_IFIFO,
+    "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK, "socket": stat.S_IFSOCK,
+}
 CONFIRMATION_ATTEMPTS = 3
 
 RECOVERY_WARNING = """\
@@ -62,11 +67,8 @@ def open_unlocked(args: argparse.Namespace) -> Repository:
 
 def command_init(args: argparse.Namespace) -> int:
     location = repository_location(args)
-    if args.sheet and Path(args.sheet).exists():
-        raise UsageError(
-            f"recovery sheet {args.sheet} already exists",
-            hint="Choose a new file name for --sheet.",
-        )
+    if args.sheet:
+        _check_sheet_path(Path(args.sheet))
     repository, recovery_key = api.init_repository(location)
     repository_id = repository.repository_id.hex()
 
@@ -78,7 +80,7 @@ def command_init(args: argparse.Namespace) -> int:
 
     if args.json:
         print_json({
-            "repository": location, "repository_id": repository_id,
+            "repository": repository.backend.location, "repository_id": repository_id,
             "recovery_key": recovery_key.format(), "recovery_sheet": args.sheet,
         })
         return 0
@@ -90,6 +92,24 @@ def command_init(args: argparse.Namespace) -> int:
     if not args.no_confirm and sys.stdin.isatty():
         _confirm_recovery_key(recovery_key)
     return 0
+
+
+def _check_sheet_path(path: Path) -> None:
+    """Reject a sheet path that cannot be written, before the repository is created.
+
+    Otherwise ``init`` would create a repository and then fail before showing its key.
+    """
+    if path.exists() or path.is_symlink():
+        raise UsageError(
+            f"recovery sheet {path} already exists", hint="Choose a new file name for --sheet."
+        )
+    directory = path.parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot write the recovery sheet in {directory}: the directory is missing or "
+            "not writable",
+            hint="Give --sheet a path in an existing directory that you can write to.",
+        )
 
 
 def _show_recovery_key(recovery_key: RecoveryKey, *, qr: bool) -> None:
@@ -205,11 +225,29 @@ def command_snapshots(args: argparse.Namespace) -> int:
     snapshots = api.snapshots(repository)
     if args.json:
         print_json([_snapshot_json(snapshot) for snapshot in snapshots])
-        return 0
-
-    if not snapshots:
+    elif not snapshots and not repository.damaged_snapshots:
         print("no snapshots")
-        return 0
+    else:
+        _print_snapshot_lines(snapshots)
+    _raise_damaged_snapshots(repository)
+    return 0
+
+
+def _raise_damaged_snapshots(repository: Repository) -> None:
+    """Fail after the readable snapshots were listed, if some snapshot files are damaged."""
+    damaged = repository.damaged_snapshots
+    if not damaged:
+        return
+    more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+    raise DataDamagedError(
+        damaged[0][1] + more,
+        damaged=[name for name, _ in damaged],
+        hint="The other snapshots are listed above. Run 'backvault check', and move a "
+        "damaged file out of snapshots/ to stop this error.",
+    )
+
+
+def _print_snapshot_lines(snapshots: list[Snapshot]) -> None:
     for snapshot in snapshots:
         flag = "" if not snapshot.skipped else f"  (partial: {len(snapshot.skipped)} skipped)"
         paths = b" ".join(snapshot.paths)
@@ -219,7 +257,6 @@ def command_snapshots(args: argparse.Namespace) -> int:
             paths,
         )
     print(f"{len(snapshots)} snapshot(s)")
-    return 0
 
 
 def _node_json(path: bytes, node: Node) -> dict[str, object]:
@@ -243,10 +280,11 @@ def command_ls(args: argparse.Namespace) -> int:
         if args.json:
             print_json(_node_json(path, node))
         elif args.long:
+            suffix = b" -> " + node.target if node.target is not None else b""
             print_path_line(
                 f"{_mode_string(node)} {node.user or node.uid:>8} {node.group or node.gid:>8} "
                 f"{node.size:>12} {format_time(node.mtime)} ",
-                path,
+                path + suffix,
             )
         else:
             print_path_line("", path)
@@ -259,13 +297,8 @@ def command_ls(args: argparse.Namespace) -> int:
 
 
 def _mode_string(node: Node) -> str:
-    letters = {"dir": "d", "symlink": "l", "fifo": "p", "chardev": "c", "blockdev": "b",
-               "socket": "s"}
-    bits = "".join(
-        letter if node.mode & (1 << (8 - index)) else "-"
-        for index, letter in enumerate("rwxrwxrwx")
-    )
-    return letters.get(node.type, "-") + bits
+    """Return the mode as ``ls -l`` shows it, setuid, setgid and sticky bits included."""
+    return stat.filemode(FILE_TYPE_BITS.get(node.type, stat.S_IFREG) | node.mode)
 
 
 # restore ----------------------------------------------------------------------------
@@ -361,6 +394,8 @@ def command_key_show(args: argparse.Namespace) -> int:
         print_json({"recovery_key": recovery_key.format(), "recovery_sheet": args.sheet})
         return 0
     _show_recovery_key(recovery_key, qr=args.qr)
+    if args.sheet:
+        print(f"\nrecovery sheet written to {args.sheet} (print it, then delete the file)")
     return 0
 
 

@@ -79,6 +79,7 @@ class Repository:
         self._subkeys: Subkeys | None = None
         self.index = Index()
         self._indexed_files: set[str] = set()
+        self.damaged_snapshots: list[tuple[str, str]] = []
         # Deriving a pack key costs an HKDF; restore and backup read many blobs per pack.
         self._pack_ciphers: dict[bytes, PackCipher] = {}
 
@@ -395,13 +396,27 @@ class Repository:
             raise IntegrityError(subject)
 
     def list_snapshots(self) -> list[Snapshot]:
-        snapshots = [self.load_snapshot(name) for name, _ in self.backend.list("snapshots")]
+        """Return the snapshots that can be read, oldest first.
+
+        A damaged snapshot file is left out and recorded in ``damaged_snapshots``, so that
+        one bad file does not hide every other snapshot; ``check`` reports it as an error.
+        """
+        snapshots: list[Snapshot] = []
+        self.damaged_snapshots = []
+        for name, _ in self.backend.list("snapshots"):
+            try:
+                snapshots.append(self.load_snapshot(name))
+            except (IntegrityError, UnsupportedFormatError) as error:
+                self.damaged_snapshots.append((name, error.message))
         return sorted(snapshots, key=lambda snapshot: (snapshot.time_ns, snapshot.snapshot_id))
 
     def find_snapshot(self, reference: str) -> Snapshot:
         """Resolve ``latest``, a full snapshot id or a unique prefix of one."""
         if reference == "latest":
             snapshots = self.list_snapshots()
+            if not snapshots and self.damaged_snapshots:
+                name, _ = self.damaged_snapshots[0]
+                raise IntegrityError(f"snapshot {name}")
             if not snapshots:
                 raise UsageError(
                     "the repository has no snapshots yet",
