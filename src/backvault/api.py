@@ -34,6 +34,8 @@ from backvault.repository.snapshot import Snapshot
 from backvault.repository.tree import Node
 from backvault.storage import LocalBackend, open_backend
 
+REMOTE_READ_WORKERS = 8
+
 __all__ = [
     "BackupProgress",
     "BackupResult",
@@ -181,7 +183,10 @@ def restore(
     _prepare_target(os.fsencode(target))
     with _locked(repository, exclusive=False):
         repository.load_index()
-        restorer = Restorer(repository, includes=includes, progress=progress)
+        # Reads from a server or S3 wait on the network, not on a core: more of them in
+        # flight hide the latency of each.
+        workers = 2 if isinstance(repository.backend, LocalBackend) else REMOTE_READ_WORKERS
+        restorer = Restorer(repository, includes=includes, progress=progress, workers=workers)
         return restorer.run(snapshot, os.fsencode(target))
 
 

@@ -63,8 +63,8 @@ from backvault.repository.format import (
     object_id,
     open_encrypted_file,
 )
-from backvault.repository.index import decode_index
-from backvault.repository.pack import BlobType, Compression, PackEntry, parse_pack
+from backvault.repository.index import IndexedPack, decode_index
+from backvault.repository.pack import BlobType, Compression, PackEntry, PackWriter, parse_pack
 from backvault.repository.repository import Repository
 from backvault.repository.snapshot import Snapshot, decode_snapshot
 from backvault.repository.tree import Node, decode_tree, encode_tree
@@ -325,6 +325,17 @@ def golden_snapshot(tree_id: bytes) -> Snapshot:
     )
 
 
+def add_blob(
+    repository: Repository, saver: BlobSaver, writer: PackWriter, blob_type: BlobType,
+    plaintext: bytes,
+) -> bytes:
+    """Add one blob to ``writer`` as the blob saver would, and return its id."""
+    blob_id = repository.blob_id(plaintext)
+    payload, compression = saver._compress(plaintext)
+    writer.add(blob_type, blob_id, payload, compression, len(plaintext))
+    return blob_id
+
+
 def build_structures(monkeypatch: pytest.MonkeyPatch) -> Built:
     """Write one of each stored structure through the real code, with fixed inputs."""
     random = ScriptedRandom({
@@ -343,11 +354,16 @@ def build_structures(monkeypatch: pytest.MonkeyPatch) -> Built:
     assert recovery_key.secret == RECOVERY_SECRET
     assert repository.master_key == MasterKey(MASTER_KEY)
 
-    # One blob at a time, each awaited, so that the order in the pack is fixed.
+    # A backup puts trees and data in separate packs; the golden pack has one blob of
+    # each kind, so it is written with the saver's compression and the real pack writer.
     saver = BlobSaver(repository)
-    data_id = saver.save(BlobType.DATA, DATA_PLAINTEXT).result()
+    writer = PackWriter(repository.subkeys.data)
+    data_id = add_blob(repository, saver, writer, BlobType.DATA, DATA_PLAINTEXT)
     tree = encode_tree(root_tree_nodes(data_id))
-    tree_id = saver.save(BlobType.TREE, tree).result()
+    tree_id = add_blob(repository, saver, writer, BlobType.TREE, tree)
+    pack_bytes = bytes(writer.finish())
+    backend.write("data", object_id(pack_bytes), pack_bytes)
+    repository.write_index_file([IndexedPack(object_id(pack_bytes), writer.salt, writer.entries)])
     saver.close()
     repository.save_snapshot(golden_snapshot(tree_id))
 

@@ -62,7 +62,9 @@ class BlobSaver:
         self._in_flight = threading.BoundedSemaphore(workers * 2)
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
-        self._pack: PackWriter | None = None
+        # Trees and data go to separate packs, so that reading every tree of a snapshot
+        # (a backup's parent, ls, check) reads a few tree packs whole, not every data pack.
+        self._packs: dict[BlobType, PackWriter] = {}
         self._unindexed: list[IndexedPack] = []
         self._local = threading.local()
         self.statistics = SaverStatistics()
@@ -93,9 +95,10 @@ class BlobSaver:
         """Upload the open pack and write the index of every pack not yet indexed."""
         self._wait_for_uploads()
         with self._lock:
-            pack, self._pack = self._pack, None
-        if pack is not None and pack.entries:
-            self._upload(pack)
+            packs, self._packs = list(self._packs.values()), {}
+        for pack in packs:
+            if pack.entries:
+                self._upload(pack)
         with self._lock:
             unindexed, self._unindexed = self._unindexed, []
         if unindexed:
@@ -159,15 +162,16 @@ class BlobSaver:
         raw_length: int,
     ) -> PackWriter | None:
         with self._lock:
-            if self._pack is None:
-                self._pack = PackWriter(self._data_key)
-            self._pack.add(blob_type, blob_id, payload, compression, raw_length)
+            pack = self._packs.get(blob_type)
+            if pack is None:
+                pack = self._packs[blob_type] = PackWriter(self._data_key)
+            pack.add(blob_type, blob_id, payload, compression, raw_length)
             self.statistics.blobs_new += 1
             self.statistics.bytes_new_raw += raw_length
-            if self._pack.size < self._pack_size:
+            if pack.size < self._pack_size:
                 return None
-            full, self._pack = self._pack, None
-            return full
+            del self._packs[blob_type]
+            return pack
 
     def _upload(self, pack: PackWriter) -> None:
         data = pack.finish()

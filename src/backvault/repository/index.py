@@ -26,6 +26,7 @@ class BlobLocation:
     pack_id: str
     salt: bytes
     entry: PackEntry
+    tree_pack: bool = False  # every blob of the pack is a tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,12 @@ class Index:
     def __init__(self) -> None:
         self._packs: dict[str, IndexedPack] = {}
         self._blobs: dict[bytes, tuple[IndexedPack, PackEntry]] = {}
+        self._tree_packs: set[str] = set()  # packs that contain only tree blobs
 
     def add_pack(self, pack: IndexedPack) -> None:
         self._packs[pack.pack_id] = pack
+        if all(entry.blob_type == BlobType.TREE for entry in pack.entries):
+            self._tree_packs.add(pack.pack_id)
         for entry in pack.entries:
             # A blob stored twice (two clients, or a crash between pack and index) keeps
             # its first location; both copies are valid.
@@ -63,7 +67,7 @@ class Index:
         if found is None:
             return None
         pack, entry = found
-        return BlobLocation(pack.pack_id, pack.salt, entry)
+        return BlobLocation(pack.pack_id, pack.salt, entry, pack.pack_id in self._tree_packs)
 
     def has_pack(self, pack_id: str) -> bool:
         return pack_id in self._packs
@@ -71,6 +75,7 @@ class Index:
     def remove_pack(self, pack_id: str) -> None:
         """Forget a pack and its blobs, keeping blobs that another pack also holds."""
         pack = self._packs.pop(pack_id)
+        self._tree_packs.discard(pack_id)
         for entry in pack.entries:
             found = self._blobs.get(entry.blob_id)
             if found is not None and found[0] is pack:

@@ -9,6 +9,8 @@ encrypted headers, so the next backup reuses their blobs.
 from __future__ import annotations
 
 import hmac
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import blake3
@@ -66,6 +68,7 @@ from backvault.repository.tree import Node, decode_tree, decode_tree_maps, encod
 from backvault.storage import Backend, ObjectNotFoundError
 
 PACK_CIPHER_CACHE_SIZE = 1024  # pack keys kept; about 1 KiB each
+TREE_PACK_CACHE = 64 * 1024 * 1024  # bytes of whole tree packs kept in memory
 
 
 class Repository:
@@ -80,6 +83,9 @@ class Repository:
         self.index = Index()
         self._indexed_files: set[str] = set()
         self.damaged_snapshots: list[tuple[str, str]] = []
+        self._tree_packs: OrderedDict[str, bytes] = OrderedDict()
+        self._tree_pack_bytes = 0
+        self._tree_pack_lock = threading.Lock()
         # Deriving a pack key costs an HKDF; restore and backup read many blobs per pack.
         self._pack_ciphers: dict[bytes, PackCipher] = {}
 
@@ -316,8 +322,29 @@ class Repository:
             raise ObjectNotFoundError(f"{subject} is not in the index")
 
         entry = location.entry
-        sealed = self.backend.read("data", location.pack_id, entry.offset, entry.length)
+        if blob_type == BlobType.TREE and location.tree_pack:
+            sealed = self._read_from_tree_pack(location.pack_id, entry)
+        else:
+            sealed = self.backend.read("data", location.pack_id, entry.offset, entry.length)
         return self._open_sealed_blob(location.pack_id, location.salt, entry, sealed)
+
+    def _read_from_tree_pack(self, pack_id: str, entry: PackEntry) -> bytes:
+        """Read a tree blob from a pack of trees, fetching and keeping the pack whole.
+
+        A walk over a snapshot reads thousands of trees; fetching their pack once turns
+        thousands of small reads, each a request on a remote backend, into a few.
+        """
+        with self._tree_pack_lock:
+            pack = self._tree_packs.get(pack_id)
+        if pack is None:
+            pack = self.backend.read("data", pack_id)
+            with self._tree_pack_lock:
+                while self._tree_packs and self._tree_pack_bytes + len(pack) > TREE_PACK_CACHE:
+                    _, evicted = self._tree_packs.popitem(last=False)
+                    self._tree_pack_bytes -= len(evicted)
+                self._tree_packs[pack_id] = pack
+                self._tree_pack_bytes += len(pack)
+        return pack[entry.offset : entry.offset + entry.length]
 
     def load_blob_from(self, pack_id: str, pack: bytes, entry: PackEntry) -> bytes:
         """Decrypt and verify one blob of a pack already read whole."""
