@@ -210,6 +210,11 @@ def _require_in_snapshot(repository: Repository, snapshot: Snapshot, path: bytes
 
 
 def _prepare_target(target: bytes) -> None:
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise UsageError(
+            f"the restore target {os.fsdecode(target)} exists and is not a directory",
+            hint="Give --target a directory, or a path that does not exist yet.",
+        )
     try:
         os.makedirs(target, exist_ok=True)
     except OSError as error:

@@ -40,6 +40,11 @@ class LocalBackend:
         return (self._root / "config").is_file()
 
     def create_repository(self) -> None:
+        if self._root.exists() and not self._root.is_dir():
+            raise StorageError(
+                f"{self._root} exists and is not a directory",
+                hint="Give --repo a new or empty directory for the repository.",
+            )
         if self._root.exists() and any(self._root.iterdir()):
             raise StorageError(
                 f"{self._root} exists and is not empty",
