@@ -24,6 +24,8 @@ from backvault.repository.pack import BlobType, Compression, PackWriter
 from backvault.repository.repository import Repository
 
 INDEX_FLUSH_PACKS = 32
+# Blobs below this size are saved by the calling thread (see BlobSaver._save_inline).
+INLINE_BLOB_SIZE = 64 * 1024  # bytes
 UPLOADS_IN_FLIGHT = 2  # packs of 16 MiB each, so at most 32 MiB of finished packs held
 # Keep compression only when it saves at least this fraction: already-compressed data is
 # stored raw, so restoring it costs no decompression.
@@ -70,10 +72,26 @@ class BlobSaver:
         self.statistics = SaverStatistics()
 
     def save(self, blob_type: BlobType, plaintext: bytes) -> Future[bytes]:
+        if len(plaintext) < INLINE_BLOB_SIZE:
+            return self._save_inline(blob_type, plaintext)
         self._in_flight.acquire()
         future = self._pool.submit(self._save_blob, blob_type, plaintext)
         future.add_done_callback(lambda _: self._in_flight.release())
         return future
+
+    def _save_inline(self, blob_type: BlobType, plaintext: bytes) -> Future[bytes]:
+        """Save a small blob in the calling thread.
+
+        Handing a blob of a few kilobytes to a worker costs more interpreter time than
+        hashing and compressing it, and the interpreter, not the cores, limits a backup
+        of many small files.
+        """
+        done: Future[bytes] = Future()
+        try:
+            done.set_result(self._save_blob(blob_type, plaintext))
+        except BaseException as error:
+            done.set_exception(error)
+        return done
 
     def save_if_new(self, blob_type: BlobType, plaintext: bytes) -> Future[bytes]:
         """Like :meth:`save`, but return at once, without a worker, for a known blob.
