@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_measure import StepResult
+from bench_services import ServiceStats
+from load_test import LoadTestReport
 from make_dataset import DatasetStats, MutationStats
 
 MEGABYTE = 1_000_000
@@ -33,6 +35,8 @@ class ToolRun:
     restore_bytes_compared: int | None = None
     restore_mode_differences: list[str] = field(default_factory=list)
     mutation: MutationStats | None = None
+    repository_note: str = ""
+    services: list[ServiceStats] = field(default_factory=list)
 
     def step(self, name: str) -> StepResult | None:
         for step in self.steps:
@@ -64,30 +68,50 @@ class BenchmarkResults:
     machine: dict[str, str]
     dataset: DatasetStats
     runs: list[ToolRun]
+    load_average_at_start: tuple[float, float, float]
+    load_average_after_wait: tuple[float, float, float]
+    load_wait_seconds: float
+    duration_seconds: float
+    load_average_at_end: tuple[float, float, float] | None = None
+    load_test: LoadTestReport | None = None
+    load_test_error: str = ""
     notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Target:
-    """A backvault/restic ratio that backvault is expected to stay at or below."""
+    """A ratio of one tool's measure to another's, with the limit it should keep.
+
+    The ratio should stay at or below ``limit``, or at or above it when ``at_least`` is
+    set. A ``limit`` of None records the ratio without a target.
+    """
 
     label: str
-    limit: float
+    numerator_tool: str
+    denominator_tool: str
     value_of: str
+    limit: float | None
+    at_least: bool = False
 
 
 TARGETS = (
-    Target("first backup time", 1.0, "first_backup"),
-    Target("restore time", 1.0, "restore"),
-    Target("no-change backup time", 0.5, "no_change_backup"),
-    Target("repository size", 1.0, "repository"),
-    Target("peak memory (backup and restore)", 1.0, "peak_memory"),
+    Target("first backup time", "backvault", "restic", "first_backup", 1.0),
+    Target("restore time", "backvault", "restic", "restore", 1.0),
+    Target("no-change backup time", "backvault", "restic", "no_change_backup", 0.5),
+    Target("repository size", "backvault", "restic", "repository", 1.0),
+    Target("peak memory (backup and restore)", "backvault", "restic", "peak_memory", 1.0),
+    Target("first-backup throughput, server / local", "backvault-server", "backvault",
+           "first_backup_throughput", 0.8, at_least=True),
+    Target("first-backup throughput, S3 / local", "backvault-s3", "backvault",
+           "first_backup_throughput", None),
 )
 
 
 def target_value(run: ToolRun, key: str) -> float | None:
+    first_backup_wall = run.wall("backup-1")
     values: dict[str, float | None] = {
-        "first_backup": run.wall("backup-1"),
+        "first_backup": first_backup_wall,
+        "first_backup_throughput": safe_rate(run.source_bytes_first_backup, first_backup_wall),
         "restore": run.wall("restore"),
         "no_change_backup": run.wall("backup-3"),
         "repository": None if run.repository_bytes is None else float(run.repository_bytes),
@@ -119,9 +143,16 @@ def throughput(byte_count: int, wall: float | None) -> str:
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |",
              "| " + " | ".join("---" for _ in header) + " |"]
-    lines.extend("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                 for row in rows)
-    return lines
+    return lines + table_rows(rows)
+
+
+def table_rows(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+            for row in rows]
+
+
+def load_average(values: tuple[float, float, float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
 
 
 def results_table(runs: list[ToolRun]) -> list[str]:
@@ -148,27 +179,73 @@ def results_table(runs: list[ToolRun]) -> list[str]:
     return table(header, rows)
 
 
+def target_ratio(target: Target, by_tool: dict[str, ToolRun]) -> float | None:
+    """Return the target's ratio, or None if it could not be measured."""
+    numerator_run = by_tool.get(target.numerator_tool)
+    denominator_run = by_tool.get(target.denominator_tool)
+    if numerator_run is None or denominator_run is None:
+        return None
+    if not (numerator_run.succeeded and denominator_run.succeeded):
+        return None
+    numerator = target_value(numerator_run, target.value_of)
+    denominator = target_value(denominator_run, target.value_of)
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def target_verdict(target: Target, by_tool: dict[str, ToolRun], ratio: float | None) -> str:
+    if ratio is None:
+        missing = [name for name in (target.numerator_tool, target.denominator_tool)
+                   if name not in by_tool]
+        if missing:
+            return f"not measured: needs {' and '.join(missing)} in --tools"
+        return "not measured: a run failed"
+    if target.limit is None:
+        return "no target set"
+    passed = ratio >= target.limit if target.at_least else ratio <= target.limit
+    return "met" if passed else "not met"
+
+
 def ratio_table(runs: list[ToolRun]) -> list[str]:
     by_tool = {run.tool: run for run in runs}
-    backvault = by_tool.get("backvault")
-    restic = by_tool.get("restic")
     rows = []
     for target in TARGETS:
-        if backvault is None or restic is None:
-            ratio, verdict = "n/a", "not measured: needs backvault and restic in --tools"
-        elif not (backvault.succeeded and restic.succeeded):
-            ratio, verdict = "n/a", "not measured: a run failed"
+        ratio = target_ratio(target, by_tool)
+        if target.limit is None:
+            limit = "none"
         else:
-            numerator = target_value(backvault, target.value_of)
-            denominator = target_value(restic, target.value_of)
-            if numerator is None or denominator is None or denominator <= 0:
-                ratio, verdict = "n/a", "not measured"
-            else:
-                value = numerator / denominator
-                ratio = f"{value:.3f}"
-                verdict = "met" if value <= target.limit else "not met"
-        rows.append([target.label, f"<= {target.limit:.1f}", ratio, verdict])
-    return table(["Measure (backvault / restic)", "Target", "Ratio", "Result"], rows)
+            limit = f"{'>=' if target.at_least else '<='} {target.limit:.2f}"
+        rows.append([target.label, f"{target.numerator_tool} / {target.denominator_tool}",
+                     limit, "n/a" if ratio is None else f"{ratio:.3f}",
+                     target_verdict(target, by_tool, ratio)])
+    return table(["Measure", "Tools", "Target", "Value", "Result"], rows)
+
+
+def server_throughput_line(runs: list[ToolRun]) -> list[str]:
+    """Return a sentence on the server's first-backup throughput against the local one."""
+    by_tool = {run.tool: run for run in runs}
+    target = next(target for target in TARGETS if target.numerator_tool == "backvault-server")
+    ratio = target_ratio(target, by_tool)
+    if ratio is None:
+        return []
+    server = by_tool["backvault-server"]
+    local = by_tool["backvault"]
+    return ["", f"Server first-backup throughput: "
+                f"{throughput(server.source_bytes_first_backup, server.wall('backup-1'))} MB/s "
+                f"against {throughput(local.source_bytes_first_backup, local.wall('backup-1'))} "
+                f"MB/s local, {ratio:.2f} of local; target >= {target.limit:.2f}: "
+                f"{target_verdict(target, by_tool, ratio)}."]
+
+
+def load_test_rows(load_test: LoadTestReport | None) -> list[list[str]]:
+    """Return the small-object requests/s as rows of the targets table (no target set)."""
+    if load_test is None:
+        return []
+    return [[f"small-object {result.operation.upper()} requests/s",
+             "backvault server, wrk", "none", f"{result.requests_per_second:.1f}",
+             "no target set"]
+            for result in load_test.results]
 
 
 def steps_table(runs: list[ToolRun]) -> list[str]:
@@ -180,6 +257,73 @@ def steps_table(runs: list[ToolRun]) -> list[str]:
                          megabytes(step.max_rss_bytes)])
     return table(["Tool", "Step", "Wall (s)", "CPU user (s)", "CPU system (s)",
                   "Peak RSS (MB)"], rows)
+
+
+def services_table(runs: list[ToolRun]) -> list[str]:
+    rows = []
+    for run in runs:
+        for service in run.services:
+            cpu = "n/a" if service.cpu_seconds is None else f"{service.cpu_seconds:.1f}"
+            rows.append([run.tool, service.name, megabytes(service.peak_rss_bytes), cpu])
+    if not rows:
+        return []
+    return [
+        "## Servers",
+        "",
+        "The remote targets' servers run on the same machine as the client, so their CPU "
+        "time competes with the client's. These figures cover the server process's whole "
+        "life, from start to stop, and come from `/proc/PID/status` (VmHWM) and "
+        "`/proc/PID/stat` (utime + stime) just before the harness stopped it. They are not "
+        "part of the client peak RSS in the tables above.",
+        "",
+        *table(["Tool", "Server", "Peak RSS (MB)", "CPU user + system (s)"], rows),
+        "",
+    ]
+
+
+def load_test_section(results: BenchmarkResults) -> list[str]:
+    load_test = results.load_test
+    if load_test is None:
+        if not results.load_test_error:
+            return []
+        return ["## Small-object load test", "", "The load test failed:", "", "```",
+                results.load_test_error.strip(), "```", ""]
+    lines = [
+        "## Small-object load test",
+        "",
+        f"`bench/load_test.py` starts its own `backvault server` (SQLite metadata, objects "
+        f"in its data directory, plain HTTP on 127.0.0.1), creates an account and a "
+        f"repository, and runs {load_test.wrk_version.split(' Copyright')[0]} for "
+        f"{load_test.seconds} s per operation with {load_test.threads} threads and "
+        f"{load_test.connections} connections. PUT stores {load_test.object_bytes}-byte "
+        f"objects of random bytes under new names in the `{load_test.object_kind}` kind, "
+        "with `X-Content-Hash: sha256=...`. GET reads the objects that the PUT run stored, "
+        "cycling through them. wrk and the server share the machine's CPUs. Latency "
+        "percentiles are wrk's, measured per request on each connection, which waits for "
+        "one response before it sends the next request.",
+        "",
+    ]
+
+    rows = []
+    for result in load_test.results:
+        errors = result.non_2xx_responses + sum(result.socket_errors.values())
+        rows.append([result.operation.upper(), str(result.requests),
+                     f"{result.duration_seconds:.2f}", f"{result.requests_per_second:.1f}",
+                     f"{result.latency_p50_ms:.2f}", f"{result.latency_p99_ms:.2f}",
+                     str(errors)])
+    lines += table(["Operation", "Requests", "Duration (s)", "Requests/s", "p50 latency (ms)",
+                    "p99 latency (ms)", "Errors (non-2xx and socket)"], rows)
+
+    lines += ["", "Commands, run from the repository root (the token is in the environment):",
+              ""]
+    lines += [f"- {result.operation.upper()}: `{result.command}`" for result in load_test.results]
+    if load_test.objects_stored is not None:
+        lines += ["", f"After the PUT run the server listed {load_test.objects_stored} objects."]
+    server = load_test.server
+    if server is not None and server.cpu_seconds is not None:
+        lines += [f"The server process used {server.cpu_seconds:.1f} s of CPU and "
+                  f"{megabytes(server.peak_rss_bytes)} MB peak RSS over the whole test."]
+    return [*lines, ""]
 
 
 def dataset_section(results: BenchmarkResults) -> list[str]:
@@ -222,12 +366,18 @@ def method_section() -> list[str]:
         "restore the latest snapshot into an empty directory and compare it with the source "
         "byte for byte; check the repository with all data read.",
         "",
+        "- backvault-server and backvault-s3 run the backvault client against a server on "
+        "127.0.0.1: a `backvault server` with local storage, or a moto S3 server that keeps "
+        "objects in memory. The harness starts a new server before init and stops it by its "
+        "PID after the check.",
         "- Times are wall-clock seconds of the whole command. CPU times come from the "
         "rusage that `os.wait4` returns for the command. Peak RSS is the maximum resident "
-        "set size of the command's process as GNU time (`/usr/bin/time`) reports it.",
+        "set size of the command's process as GNU time (`/usr/bin/time`) reports it. For "
+        "the remote targets that is the client only; the Servers section has the servers.",
         "- MB is 10^6 bytes. MB/s is the data set size divided by the step's wall time.",
         "- Repository size is the sum of the sizes of the files in the repository directory "
-        "(apparent size, like `du -b`). Each tool's local cache lives outside the repository "
+        "(apparent size, like `du -b`), or of the stored objects for the remote targets "
+        "(see Notes). Each tool's local cache lives outside the repository "
         "and is not counted; its size is in the JSON file as `local_cache_bytes`.",
         "- The page cache is warm for every tool: the harness copies the data set and reads "
         "it once before the first backup, and it does not drop caches between steps.",
@@ -245,20 +395,38 @@ def render_markdown(results: BenchmarkResults) -> str:
         f"- Command: `{results.command}`",
         f"- Date (UTC): {results.date_utc}",
         f"- Scale: {results.scale}",
+        f"- Duration of the run: {results.duration_seconds / 60:.1f} min, without building "
+        "the data set",
         "",
         "## Machine",
         "",
     ]
     lines += [f"- {name}: {value}" for name, value in machine.items()]
+    lines += [f"- Load average (1, 5, 15 min) when run.py started: "
+              f"{load_average(results.load_average_at_start)}"]
+    if results.load_wait_seconds >= 1:
+        lines += [f"- Waited {results.load_wait_seconds:.0f} s for the 1-minute load average "
+                  "to drop"]
+    lines += [f"- Load average when the first tool started: "
+              f"{load_average(results.load_average_after_wait)}"]
+    if results.load_average_at_end is not None:
+        lines += [f"- Load average when the last step ended: "
+                  f"{load_average(results.load_average_at_end)}"]
     lines += ["", "## Tools and settings", ""]
     lines += table(["Tool", "Version", "Settings"],
                    [[run.tool, run.version, run.settings] for run in results.runs])
     lines += ["", *dataset_section(results)]
     lines += ["", "## Results", ""]
     lines += results_table(results.runs)
-    lines += ["", "## backvault against restic", ""]
+    lines += ["", "## Targets", ""]
     lines += ratio_table(results.runs)
-    lines += ["", "## Steps", ""]
+    lines += table_rows(load_test_rows(results.load_test))
+    lines += ["", "Time and memory ratios below 1 favor the numerator tool; a throughput "
+              "ratio above 1 favors it."]
+    lines += server_throughput_line(results.runs)
+    lines += ["", *load_test_section(results)]
+    lines += services_table(results.runs)
+    lines += ["## Steps", ""]
     lines += steps_table(results.runs)
 
     failed = [run for run in results.runs if not run.succeeded]
@@ -268,9 +436,12 @@ def render_markdown(results: BenchmarkResults) -> str:
             lines += [f"- {run.tool}: {run.status}", "", "```", run.error.strip(), "```", ""]
 
     mode_notes = [run for run in results.runs if run.restore_mode_differences]
-    if mode_notes or results.notes:
+    repository_notes = [run for run in results.runs if run.repository_note]
+    if mode_notes or repository_notes or results.notes:
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in results.notes]
+        lines += [f"- {run.tool}: the repository size is {run.repository_note}."
+                  for run in repository_notes]
         for run in mode_notes:
             sample = "; ".join(run.restore_mode_differences[:5])
             lines.append(f"- {run.tool}: {len(run.restore_mode_differences)} restored entries "

@@ -1,4 +1,10 @@
-"""Command lines of the backup tools under test: backvault, restic and borg."""
+"""Command lines of the backup tools under test: backvault, restic and borg.
+
+backvault runs as three targets: on a local directory (``backvault``), on a backvault
+server on 127.0.0.1 (``backvault-server``) and on a moto S3 server on 127.0.0.1
+(``backvault-s3``). The remote targets start their server before init and stop it by its
+PID after the last step.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_measure import StepResult, run_measured
+from bench_measure import StepResult, run_measured, tree_size_bytes
+from bench_services import (
+    AWS_VARIABLES_TO_DROP,
+    BackvaultServer,
+    MotoServer,
+    ServiceError,
+    ServiceStats,
+    aws_environment,
+)
 
 # Passwords of throwaway benchmark repositories. They protect no real data.
 RESTIC_PASSWORD = "backvault-benchmark-restic"
@@ -22,6 +36,11 @@ RESTIC_MIN_VERSION = (0, 14)
 # Inherited variables with these prefixes could point a tool at another repository or
 # change its settings, so they are dropped from the child environment.
 TOOL_VARIABLE_PREFIXES = ("RESTIC_", "BORG_", "BACKVAULT_")
+TOOL_NAMES = ("backvault", "backvault-server", "backvault-s3", "restic", "borg")
+SERVER_ACCOUNT = "bench"
+SERVER_REPOSITORY = "bench"
+S3_BUCKET = "backvault-bench"
+S3_PREFIX = "bench"
 
 
 class ToolMissing(Exception):
@@ -111,6 +130,22 @@ class BackupTool(ABC):
     def list_snapshots(self, context: RunContext) -> tuple[StepResult, int] | None:
         """Run the tool's snapshot listing and return it with the snapshot count, if any."""
         return None
+
+    def start_services(self, context: RunContext) -> None:
+        """Start the servers the repository lives on; raise ServiceError if one fails."""
+        return None
+
+    def stop_services(self) -> list[ServiceStats]:
+        """Stop the servers that start_services started and return their resource use."""
+        return []
+
+    def repository_bytes(self, context: RunContext) -> int:
+        """Return the sum of the sizes of the repository's files or objects."""
+        return tree_size_bytes(context.repository)
+
+    def repository_note(self) -> str:
+        """Return what repository_bytes counts, where that is not the repository directory."""
+        return ""
 
     def restored_root(self, target: Path, source: Path) -> Path:
         """Return the directory in ``target`` that contains the restored copy of ``source``."""
@@ -254,8 +289,12 @@ class Backvault(BackupTool):
         except ToolMissing as error:
             return f"unknown (`backvault --version` failed: {error})"
 
+    def repository_location(self, context: RunContext) -> str:
+        """Return the value of ``--repo`` and BACKVAULT_REPOSITORY."""
+        return str(context.repository)
+
     def prepare_environment(self, context: RunContext) -> None:
-        context.env["BACKVAULT_REPOSITORY"] = str(context.repository)
+        context.env["BACKVAULT_REPOSITORY"] = self.repository_location(context)
 
     def key_file(self, context: RunContext) -> Path:
         return context.run_dir / "recovery-key"
@@ -263,7 +302,8 @@ class Backvault(BackupTool):
     def init(self, context: RunContext) -> StepResult:
         # init creates the key, so BACKVAULT_RECOVERY_KEY_FILE is set only after it.
         result = context.run("init", [self.executable(), "init", "--repo",
-                                      str(context.repository), "--no-confirm", "--json"])
+                                      self.repository_location(context), "--no-confirm",
+                                      "--json"])
         output = load_json_output(result)
         recovery_key = output.get("recovery_key") if isinstance(output, dict) else None
         if not isinstance(recovery_key, str) or not recovery_key:
@@ -312,6 +352,129 @@ class Backvault(BackupTool):
                               f"its top level holds {found}")
 
 
+class BackvaultOnServer(Backvault):
+    """backvault with its repository on a ``backvault server`` that this target starts."""
+
+    name = "backvault-server"
+    settings = ("client as for backvault, with `--repo http://127.0.0.1:PORT/"
+                f"{SERVER_REPOSITORY}` and BACKVAULT_TOKEN; server started as `backvault "
+                "server --data-dir DIR --host 127.0.0.1 --port PORT` (SQLite metadata, objects "
+                "in DIR/blobs, plain HTTP); token from `backvault server account create "
+                f"{SERVER_ACCOUNT} --data-dir DIR`")
+
+    def __init__(self, binary: Path) -> None:
+        super().__init__(binary)
+        self.server: BackvaultServer | None = None
+
+    def repository_location(self, context: RunContext) -> str:
+        if self.server is None:
+            raise ServiceError("the backvault server must be started before the repository "
+                               "location is known")
+        return f"{self.server.url}/{SERVER_REPOSITORY}"
+
+    def prepare_environment(self, context: RunContext) -> None:
+        # BACKVAULT_REPOSITORY and BACKVAULT_TOKEN are set once the server runs.
+        pass
+
+    def start_services(self, context: RunContext) -> None:
+        self.server = BackvaultServer(Path(self.executable()), context.run_dir / "server-data",
+                                      context.log_dir,
+                                      base_environment(context.run_dir / "server-home"))
+        self.server.start()
+        context.env["BACKVAULT_TOKEN"] = self.server.create_account(SERVER_ACCOUNT)
+        context.env["BACKVAULT_REPOSITORY"] = self.repository_location(context)
+
+    def stop_services(self) -> list[ServiceStats]:
+        if self.server is None or self.server.service is None:
+            return []
+        return [self.server.stop()]
+
+    def repository_bytes(self, context: RunContext) -> int:
+        if self.server is None:
+            raise ServiceError("the backvault server was not started")
+        return tree_size_bytes(self.server.blob_dir())
+
+    def repository_note(self) -> str:
+        return ("the server's object files under `server-data/blobs`; its SQLite metadata "
+                "file is not counted")
+
+
+class BackvaultOnS3(Backvault):
+    """backvault with its repository in a bucket of a moto S3 server that this target starts."""
+
+    name = "backvault-s3"
+    settings = (f"client as for backvault, with `--repo s3://{S3_BUCKET}/{S3_PREFIX}`, "
+                "AWS_ENDPOINT_URL at a moto server (`python -m moto.server -H 127.0.0.1 -p "
+                "PORT`, objects in memory) and fake AWS credentials; bucket created with "
+                "boto3")
+
+    def __init__(self, binary: Path) -> None:
+        super().__init__(binary)
+        self.moto: MotoServer | None = None
+
+    def python(self) -> Path:
+        """Return the Python next to the backvault executable, which has moto and boto3."""
+        for name in ("python3", "python"):
+            candidate = self.binary.parent / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return candidate
+        raise ToolMissing(f"no python3 next to {self.binary}; backvault-s3 runs moto and "
+                          "boto3 with the Python of backvault's virtual environment")
+
+    def version(self) -> str:
+        client = super().version()
+        command = [str(self.python()), "-c", "import boto3, moto; "
+                   "print(f'moto {moto.__version__}, boto3 {boto3.__version__}')"]
+        try:
+            libraries = first_output_line(command)
+        except ToolMissing as error:
+            raise ToolMissing(f"backvault-s3 needs moto and boto3 in {self.python()}: {error}; "
+                              "install them with `.venv/bin/pip install -e '.[test]'`") \
+                from error
+        return f"{client}; {libraries}"
+
+    def repository_location(self, context: RunContext) -> str:
+        return f"s3://{S3_BUCKET}/{S3_PREFIX}"
+
+    def start_services(self, context: RunContext) -> None:
+        self.moto = MotoServer(self.python(), context.log_dir,
+                               base_environment(context.run_dir / "moto-home"))
+        self.moto.start()
+        config_directory = context.run_dir / "aws-config"
+        config_directory.mkdir(exist_ok=True)
+        for name in AWS_VARIABLES_TO_DROP:
+            context.env.pop(name, None)
+        context.env.update(aws_environment(self.moto.endpoint_url, config_directory))
+        self.run_s3_objects(context, ["create-bucket", S3_BUCKET])
+
+    def run_s3_objects(self, context: RunContext, arguments: list[str]) -> str:
+        """Run bench/s3_objects.py with the moto server's AWS variables; return its output."""
+        command = [str(self.python()), str(Path(__file__).with_name("s3_objects.py")),
+                   *arguments]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                                   check=False, env=context.env, stdin=subprocess.DEVNULL)
+        if completed.returncode != 0:
+            raise ServiceError(f"{' '.join(command)} failed with status "
+                               f"{completed.returncode}: {completed.stderr.strip()[-2000:]}")
+        return completed.stdout
+
+    def stop_services(self) -> list[ServiceStats]:
+        if self.moto is None or self.moto.service is None:
+            return []
+        return [self.moto.stop()]
+
+    def repository_bytes(self, context: RunContext) -> int:
+        output = self.run_s3_objects(context, ["size", S3_BUCKET, f"{S3_PREFIX}/"])
+        try:
+            return int(json.loads(output)["bytes"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ToolOutputError(f"s3_objects.py size printed {output!r}, not a JSON object "
+                                  "with a bytes count") from error
+
+    def repository_note(self) -> str:
+        return f"the sizes of the S3 objects under `s3://{S3_BUCKET}/{S3_PREFIX}/`"
+
+
 def make_tool(name: str, backvault_binary: Path) -> BackupTool:
     if name == "restic":
         return Restic()
@@ -319,4 +482,8 @@ def make_tool(name: str, backvault_binary: Path) -> BackupTool:
         return Borg()
     if name == "backvault":
         return Backvault(backvault_binary)
-    raise ValueError(f"unknown tool {name!r}; expected backvault, restic or borg")
+    if name == "backvault-server":
+        return BackvaultOnServer(backvault_binary)
+    if name == "backvault-s3":
+        return BackvaultOnS3(backvault_binary)
+    raise ValueError(f"unknown tool {name!r}; expected one of {', '.join(TOOL_NAMES)}")

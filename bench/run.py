@@ -2,8 +2,10 @@
 """Benchmark backvault, restic and borg side by side on the same data set.
 
 For each tool: init, first backup, 1% change, second backup, no-change backup, restore of
-the latest snapshot with a byte-for-byte comparison, and a check that reads all data. The
-results go to a Markdown report and a JSON file next to it. See bench/README.md.
+the latest snapshot with a byte-for-byte comparison, and a check that reads all data.
+backvault runs on a local directory, on a backvault server and on a moto S3 server, both
+on 127.0.0.1. A small-object load test against a backvault server follows. The results go
+to a Markdown report and a JSON file next to it. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import sqlite3
 import sys
 import sysconfig
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +35,9 @@ from bench_measure import (
     tree_size_bytes,
 )
 from bench_report import BenchmarkResults, ToolRun, write_reports
+from bench_services import ServiceError
 from bench_tools import (
+    TOOL_NAMES,
     BackupTool,
     RunContext,
     ToolMissing,
@@ -40,11 +45,17 @@ from bench_tools import (
     base_environment,
     make_tool,
 )
+from load_test import LoadTestError, LoadTestReport, run_load_test, wrk_version
 from make_dataset import ComponentStats, DatasetError, DatasetStats
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TOOLS = "backvault,restic,borg"
+DEFAULT_TOOLS = ",".join(TOOL_NAMES)
 DEFAULT_TIMEOUT_SECONDS = 4 * 3600
+# Other work on a 2-core machine skews every figure, so the run waits for a quiet machine.
+DEFAULT_MAX_START_LOAD = 1.5
+DEFAULT_LOAD_WAIT_SECONDS = 600
+LOAD_POLL_SECONDS = 30
+DEFAULT_LOAD_TEST_SECONDS = 10
 # Bumped when make_dataset.py changes what it builds, so older data sets are rebuilt.
 DATASET_FORMAT = 1
 MAX_LISTED_DIFFERENCES = 20
@@ -60,7 +71,8 @@ class RestoreMismatch(Exception):
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark backvault, restic and borg on the same generated data set.")
+        description="Benchmark backvault (local, on a backvault server and on S3), restic and "
+                    "borg on the same generated data set.")
     parser.add_argument("--scale", choices=sorted(make_dataset.SCALES), default="small",
                         help="data set size: small is about 60 MB; full copies the whole standard "
                              "library and site-packages and adds 400 MB (default: small)")
@@ -81,7 +93,40 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS,
                         help="seconds after which one tool command is killed "
                              f"(default: {DEFAULT_TIMEOUT_SECONDS})")
+    parser.add_argument("--max-start-load", type=float, default=DEFAULT_MAX_START_LOAD,
+                        help="1-minute load average above which the run waits before it "
+                             f"starts (default: {DEFAULT_MAX_START_LOAD})")
+    parser.add_argument("--load-wait", type=float, default=DEFAULT_LOAD_WAIT_SECONDS,
+                        help="maximum wait in seconds for the load average to drop; the run "
+                             "then starts anyway and the report says so "
+                             f"(default: {DEFAULT_LOAD_WAIT_SECONDS})")
+    parser.add_argument("--load-test-seconds", type=int, default=DEFAULT_LOAD_TEST_SECONDS,
+                        help="duration of each wrk run of the small-object load test, in "
+                             f"seconds (default: {DEFAULT_LOAD_TEST_SECONDS})")
+    parser.add_argument("--no-load-test", action="store_true",
+                        help="skip the small-object load test, which otherwise runs when "
+                             "backvault-server is in --tools")
     return parser.parse_args(argv)
+
+
+def wait_for_low_load(max_load: float, max_wait: float) -> float:
+    """Wait until the 1-minute load average is at most ``max_load``; return seconds waited.
+
+    Polls every LOAD_POLL_SECONDS and gives up after ``max_wait`` seconds.
+    """
+    started = time.monotonic()
+    while True:
+        load = os.getloadavg()[0]
+        waited = time.monotonic() - started
+        if load <= max_load:
+            return waited
+        if waited >= max_wait:
+            print(f"WARNING: the 1-minute load average is still {load:.2f} after {waited:.0f} "
+                  "s; starting anyway", file=sys.stderr, flush=True)
+            return waited
+        print(f"1-minute load average {load:.2f} is above {max_load}; waiting "
+              f"{LOAD_POLL_SECONDS} s", flush=True)
+        time.sleep(LOAD_POLL_SECONDS)
 
 
 # --- Data set -----------------------------------------------------------------------------
@@ -272,7 +317,8 @@ def run_steps(tool: BackupTool, run: ToolRun, context: RunContext, pristine: Pat
 
     run.steps.append(tool.check(context))
     print_last_step("check --read-data")
-    run.repository_bytes = tree_size_bytes(context.repository)
+    run.repository_bytes = tool.repository_bytes(context)
+    run.repository_note = tool.repository_note()
     run.local_cache_bytes = tree_size_bytes(context.run_dir / "home")
     run.status = "ok"
 
@@ -283,7 +329,11 @@ def run_tool(tool: BackupTool, version: str, work: Path, pristine: Path,
     print(f"{tool.name}: {version}", flush=True)
     context = prepare_run(tool, work, timeout)
     try:
+        tool.start_services(context)
         run_steps(tool, run, context, pristine, work / "source")
+    except ServiceError as error:
+        run.status = "server failed"
+        run.error = str(error)
     except CommandFailed as error:
         run.status = f"command failed in step {error.result.step}"
         run.error = str(error)
@@ -293,6 +343,11 @@ def run_tool(tool: BackupTool, version: str, work: Path, pristine: Path,
     except ToolOutputError as error:
         run.status = "unexpected tool output"
         run.error = str(error)
+    finally:
+        # Servers are stopped by their PID also when a step raised something else.
+        run.services = tool.stop_services()
+    for service in run.services:
+        print(f"  stopped {service.name} (PID {service.pid})", flush=True)
     if not run.succeeded:
         print(f"ERROR: {tool.name}: {run.status}\n{run.error}\n"
               f"logs and repository are kept in {context.run_dir}", file=sys.stderr, flush=True)
@@ -322,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     output = arguments.output.resolve()
     names = [name.strip() for name in arguments.tools.split(",") if name.strip()]
 
+    load_average_at_start = os.getloadavg()
     try:
         if not names:
-            raise BenchmarkError("--tools is empty; name at least one of backvault, restic, "
-                                 "borg")
+            raise BenchmarkError(f"--tools is empty; name at least one of {DEFAULT_TOOLS}")
         if len(set(names)) != len(names):
             raise BenchmarkError(f"--tools names a tool twice: {arguments.tools}")
         if work.is_relative_to(REPOSITORY_ROOT):
@@ -340,16 +395,41 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchmarkError(str(error)) from error
         check_gnu_time()
         versions = check_tools(tools)
+        run_load = "backvault-server" in names and not arguments.no_load_test
+        if run_load:
+            wrk_version()
 
         work.mkdir(parents=True, exist_ok=True)
         pristine, dataset = ensure_dataset(work, arguments.scale, arguments.rebuild_dataset)
-    except (BenchmarkError, DatasetError, MeasurementError) as error:
+    except (BenchmarkError, DatasetError, MeasurementError, LoadTestError) as error:
         print(f"run.py: error: {error}", file=sys.stderr)
         return 2
 
+    print(f"load average (1, 5, 15 min): {load_average_at_start}", flush=True)
+    load_wait_seconds = wait_for_low_load(arguments.max_start_load, arguments.load_wait)
+    load_average_after_wait = os.getloadavg()
     started = datetime.now(UTC)
+    started_monotonic = time.monotonic()
     runs = [run_tool(tool, versions[tool.name], work, pristine, arguments.timeout)
             for tool in tools]
+
+    load_test: LoadTestReport | None = None
+    load_test_error = ""
+    if run_load:
+        print("small-object load test", flush=True)
+        try:
+            load_test = run_load_test(arguments.backvault_bin.resolve(), work / "load-test",
+                                      arguments.load_test_seconds)
+        except (LoadTestError, ServiceError) as error:
+            load_test_error = str(error)
+            print(f"ERROR: small-object load test: {error}", file=sys.stderr, flush=True)
+        else:
+            for result in load_test.results:
+                print(f"  {result.operation}: {result.requests_per_second:.1f} requests/s, "
+                      f"p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms",
+                      flush=True)
+    load_average_at_end = os.getloadavg()
+    print(f"load average (1, 5, 15 min) at the end: {load_average_at_end}", flush=True)
 
     notes: list[str] = []
     mutations = {json.dumps(asdict(run.mutation), sort_keys=True)
@@ -366,12 +446,21 @@ def main(argv: list[str] | None = None) -> int:
         machine=describe_machine(work),
         dataset=dataset,
         runs=runs,
+        load_average_at_start=load_average_at_start,
+        load_average_after_wait=load_average_after_wait,
+        load_wait_seconds=load_wait_seconds,
+        duration_seconds=time.monotonic() - started_monotonic,
+        load_average_at_end=load_average_at_end,
+        load_test=load_test,
+        load_test_error=load_test_error,
         notes=notes,
     )
     json_path = write_reports(results, output)
     print(f"wrote {output} and {json_path}", flush=True)
 
     failed = [run.tool for run in runs if not run.succeeded]
+    if load_test_error:
+        failed.append("the small-object load test")
     if failed:
         print(f"run.py: error: benchmark failed for {', '.join(failed)}; see the Failures "
               f"section of {output}", file=sys.stderr)
