@@ -19,6 +19,7 @@ import pytest
 
 from backvault import api
 from backvault.crypto.recovery import RecoveryKey
+from backvault.repository.pack import BlobType
 
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 10
@@ -108,6 +109,19 @@ def files_of(root: Path, kind: str) -> list[Path]:
     if kind == "data":
         return sorted(root.glob("data/*/*"))
     return sorted((root / kind).iterdir())
+
+
+def data_pack(setup: Setup) -> Path:
+    """Return the pack of file contents; trees live in a pack of their own."""
+    repository = api.open_repository(str(setup.root), recovery_key=setup.template.recovery_key)
+    repository.load_index()
+    (pack_id,) = [
+        pack.pack_id
+        for pack in repository.index.packs()
+        if all(entry.blob_type == BlobType.DATA for entry in pack.entries)
+    ]
+    (path,) = [path for path in files_of(setup.root, "data") if path.name == pack_id]
+    return path
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -439,7 +453,7 @@ def test_truncated_index_in_check(setup: Setup) -> None:
 
 
 def test_tampered_pack_in_check(setup: Setup) -> None:
-    (pack,) = files_of(setup.root, "data")
+    pack = data_pack(setup)
     flip_byte(pack, 60)
 
     plain = run("check", "--repo", str(setup.root), environment=setup.environment)
@@ -453,7 +467,7 @@ def test_tampered_pack_in_check(setup: Setup) -> None:
 
 
 def test_tampered_pack_in_restore(setup: Setup) -> None:
-    (pack,) = files_of(setup.root, "data")
+    pack = data_pack(setup)
     flip_byte(pack, 60)
 
     completed = run(
