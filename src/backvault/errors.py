@@ -17,6 +17,7 @@ Hierarchy::
     ├── WrongKeyError               exit 12  no key slot opens with the given secret
     ├── DataDamagedError            exit 13  check or restore found damaged or missing data
     ├── UnsupportedFormatError      exit 14  written by a newer backvault, or not a repository
+    ├── WrongPasswordError          exit 15  wrong password, or the vault destroyed its record
     └── IntegrityError              exit 13  a decryption or authentication check failed
 
 ``IntegrityError`` is the single error type for every failed decryption or verification in
@@ -84,6 +85,20 @@ class WrongKeyError(BackvaultError):
     """No key slot of the repository opens with the secret given."""
 
     exit_code = 12
+
+
+class WrongPasswordError(BackvaultError):
+    """The password of a password slot is wrong, or its vault record was destroyed.
+
+    ``guesses_left`` is the number of wrong passwords the vault still accepts before it
+    destroys the record; 0 means the record is destroyed.
+    """
+
+    exit_code = 15
+
+    def __init__(self, message: str, *, guesses_left: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.guesses_left = guesses_left
 
 
 class DataDamagedError(BackvaultError):

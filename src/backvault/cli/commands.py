@@ -19,6 +19,7 @@ from backvault.cli.output import (
     print_json,
     print_path_line,
 )
+from backvault.cli.password_commands import password_unlock_requested, unlock_with_password
 from backvault.cli.recovery_display import render_qr_terminal, write_recovery_sheet
 from backvault.crypto.recovery import RecoveryKey, check_confirmation, confirmation_challenge
 from backvault.errors import (
@@ -56,7 +57,16 @@ def repository_location(args: argparse.Namespace) -> str:
 
 
 def open_unlocked(args: argparse.Namespace) -> Repository:
+    """Open the repository and unlock it with the recovery key or the password slot.
+
+    The password is used when no recovery key is given and BACKVAULT_PASSWORD_FILE (or
+    _COMMAND) is set, or when the repository has a password slot and a terminal can
+    prompt for the password.
+    """
     repository = api.open_repository(repository_location(args))
+    if password_unlock_requested(args.recovery_key_file, repository):
+        unlock_with_password(repository)
+        return repository
     recovery_key = load_recovery_key(args.recovery_key_file)
     repository.unlock_with_recovery_key(recovery_key)
     return repository

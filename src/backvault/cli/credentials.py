@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 from backvault.crypto.recovery import RecoveryKey
@@ -20,6 +21,9 @@ from backvault.errors import RecoveryKeyFormatError, UsageError
 
 ENV_KEY_FILE = "BACKVAULT_RECOVERY_KEY_FILE"
 ENV_KEY_COMMAND = "BACKVAULT_RECOVERY_KEY_COMMAND"
+ENV_PASSWORD_FILE = "BACKVAULT_PASSWORD_FILE"
+ENV_PASSWORD_COMMAND = "BACKVAULT_PASSWORD_COMMAND"
+MIN_PASSWORD_LENGTH = 8  # characters, for a new password
 PROMPT_ATTEMPTS = 3
 COMMAND_TIMEOUT = 60  # seconds
 
@@ -42,7 +46,9 @@ def load_recovery_key(option_file: str | None, *, prompt: str = "Recovery key: "
 
     command = os.environ.get(ENV_KEY_COMMAND)
     if command:
-        return RecoveryKey.parse(_run_key_command(command))
+        return RecoveryKey.parse(
+            _run_secret_command(command, ENV_KEY_COMMAND, "prints the recovery key")
+        )
 
     if sys.stdin.isatty():
         return prompt_recovery_key(prompt)
@@ -83,7 +89,8 @@ def _read_key_file(path: Path) -> str:
         ) from error
 
 
-def _run_key_command(command: str) -> str:
+def _run_secret_command(command: str, variable: str, expected: str) -> str:
+    """Run the command in ``variable`` and return its standard output."""
     try:
         completed = subprocess.run(
             shlex.split(command), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
@@ -91,12 +98,98 @@ def _run_key_command(command: str) -> str:
         )
     except (OSError, ValueError, subprocess.TimeoutExpired) as error:
         raise UsageError(
-            f"cannot run {ENV_KEY_COMMAND} ({command!r}): {error}",
-            hint="Check that the command exists and prints the recovery key.",
+            f"cannot run {variable} ({command!r}): {error}",
+            hint=f"Check that the command exists and {expected}.",
         ) from error
     if completed.returncode != 0:
         raise UsageError(
-            f"{ENV_KEY_COMMAND} ({command!r}) failed with exit code {completed.returncode}",
+            f"{variable} ({command!r}) failed with exit code {completed.returncode}",
             hint="Run the command by hand to see why.",
         )
     return completed.stdout
+
+
+# Passwords ------------------------------------------------------------------------------
+
+
+def password_source() -> str | None:
+    """Name the variable the password would come from, or None if only a prompt is left."""
+    if os.environ.get(ENV_PASSWORD_FILE):
+        return ENV_PASSWORD_FILE
+    if os.environ.get(ENV_PASSWORD_COMMAND):
+        return ENV_PASSWORD_COMMAND
+    return None
+
+
+def can_prompt() -> bool:
+    return sys.stdin.isatty()
+
+
+def load_password(*, prompt: str = "Password: ", new: bool = False) -> bytes:
+    """Return the password from BACKVAULT_PASSWORD_FILE, _COMMAND or a prompt, as UTF-8.
+
+    A file or command output loses one trailing line break, nothing else. The text is
+    put in Unicode normalization form NFC, so the same password typed on two systems
+    gives the same bytes. A ``new`` password is asked twice at a prompt and must have
+    at least MIN_PASSWORD_LENGTH characters.
+    """
+    file_name = os.environ.get(ENV_PASSWORD_FILE)
+    command = os.environ.get(ENV_PASSWORD_COMMAND)
+    if file_name:
+        text = _strip_line_break(_read_password_file(Path(file_name)))
+    elif command:
+        text = _strip_line_break(
+            _run_secret_command(command, ENV_PASSWORD_COMMAND, "prints the password")
+        )
+    elif can_prompt():
+        text = _prompt_password(prompt, confirm=new)
+    else:
+        raise UsageError(
+            "no password given",
+            hint=f"Set {ENV_PASSWORD_FILE} to a file that contains it, or "
+            f"{ENV_PASSWORD_COMMAND} to a command that prints it, or run the command in a "
+            "terminal to be asked for it.",
+        )
+    text = unicodedata.normalize("NFC", text)
+    if not text:
+        raise UsageError("the password is empty", hint="Give a password of at least "
+                         f"{MIN_PASSWORD_LENGTH} characters.")
+    if new and len(text) < MIN_PASSWORD_LENGTH:
+        raise UsageError(
+            f"the new password has {len(text)} characters; at least {MIN_PASSWORD_LENGTH} "
+            "are needed",
+            hint="Choose a longer password; a few words are easier to remember than symbols.",
+        )
+    return text.encode("utf-8")
+
+
+def _prompt_password(prompt: str, *, confirm: bool) -> str:
+    typed = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat the password: ") != typed:
+        raise UsageError("the two passwords differ", hint="Run the command again.")
+    return typed
+
+
+def _strip_line_break(text: str) -> str:
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _read_password_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"password file {path} does not exist", hint=f"Check the path in {ENV_PASSWORD_FILE}."
+        ) from None
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"password file {path} is not valid UTF-8",
+            hint="Save the password as UTF-8 text.",
+        ) from None
+    except OSError as error:
+        raise UsageError(
+            f"cannot read password file {path}: {error.strerror}",
+            hint=f"Check the path in {ENV_PASSWORD_FILE}; it must be a readable file.",
+        ) from error

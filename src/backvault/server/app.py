@@ -1,7 +1,7 @@
-"""The app factory: one ASGI app with the blob API, health, metrics and OpenAPI.
+"""The app factory: one ASGI app with the blob API, the key vault, health, metrics and OpenAPI.
 
-Later services (the key vault, the passkey pages) add their routers to the app that
-:func:`create_app` builds, beside the ``/v1`` blob router.
+Later services (the passkey pages) add their routers to the app that :func:`create_app`
+builds, beside the ``/v1`` blob router and the ``/v1/vault`` router.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from backvault.server.errors import ApiError
 from backvault.server.metadata import Metadata, open_metadata
 from backvault.server.observability import Metrics, RequestObserver
 from backvault.server.routes import Services, build_router
+from backvault.server.vault_routes import build_vault_router, open_vault
 from backvault.storage import StorageError
 
 logger = logging.getLogger("backvault.server")
@@ -41,11 +42,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         authenticator=Authenticator(metadata, config.jwt),
         max_object_size=config.max_object_size,
     )
+    vault = open_vault(metadata, config.vault, config.data_dir)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        vault.close()
         metadata.close()
 
     app = FastAPI(
@@ -55,6 +58,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(build_router(services))
+    app.include_router(build_vault_router(vault, services.authenticator))
     _add_operations_routes(app, metadata, metrics)
     _add_error_handlers(app)
     app.add_middleware(RequestObserver, metrics=metrics)

@@ -15,6 +15,9 @@ A config file has the same settings as the options, with underscores in place of
     jwt_issuer = "https://id.example"
     jwt_audience = "backvault"
 
+    [vault]            # the key vault; see backvault.vault.settings
+    guess_limit = 10
+
 An option provided on the command line wins over the same setting in the file.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from backvault.server.errors import ServerConfigError
+from backvault.vault.settings import VaultSettings, parse_vault_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8420
@@ -58,6 +62,7 @@ class ServerConfig:
     log_level: str = "info"
     max_object_size: int = DEFAULT_MAX_OBJECT_SIZE
     jwt: JwtConfig | None = field(default=None)
+    vault: VaultSettings = field(default_factory=VaultSettings)
 
     @property
     def database_url(self) -> str:
@@ -75,7 +80,7 @@ class ServerConfig:
 _FILE_SETTINGS: dict[str, type] = {
     "data_dir": str, "database": str, "storage": str, "host": str, "port": int,
     "tls_cert": str, "tls_key": str, "log_level": str, "max_object_size": int,
-    "jwt_public_key": str, "jwt_issuer": str, "jwt_audience": str,
+    "jwt_public_key": str, "jwt_issuer": str, "jwt_audience": str, "vault": dict,
 }
 
 
@@ -155,7 +160,15 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         log_level=log_level,
         max_object_size=max_object_size,
         jwt=_jwt_config(provided),
+        vault=_vault_settings(provided.get("vault")),
     )
+
+
+def _vault_settings(table: dict[str, Any] | None) -> VaultSettings:
+    try:
+        return parse_vault_settings(table)
+    except ValueError as error:
+        raise ServerConfigError(str(error)) from None
 
 
 def normalize_database_url(url: str) -> str:

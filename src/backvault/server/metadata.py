@@ -33,6 +33,7 @@ from backvault.server.errors import (
     QuotaExceededError,
     TokenNotFoundError,
 )
+from backvault.vault.store import define_tables as define_vault_tables
 
 TOKEN_PREFIX = "bv_"
 TOKEN_BYTES = 32
@@ -82,6 +83,9 @@ objects = sa.Table(
     sa.Column("committed", sa.Boolean, nullable=False, default=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
 )
+
+# The key vault's records, logins in progress and server key (see backvault.vault.store).
+vault_tables = define_vault_tables(schema)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ def create_metadata_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
+        # Overwrite deleted rows in the file, so an erased vault record does not linger.
+        dbapi_connection.execute("PRAGMA secure_delete=ON")
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
@@ -250,7 +256,7 @@ class Metadata:
         return self.account_by_name(name)
 
     def delete_account(self, account_id: int) -> None:
-        """Delete the account with its tokens, repositories and object rows.
+        """Delete the account with its tokens, repositories, object rows and vault records.
 
         The caller deletes the objects' bytes from storage first.
         """
@@ -261,6 +267,10 @@ class Metadata:
             connection.execute(objects.delete().where(objects.c.repository_id.in_(repository_ids)))
             connection.execute(repositories.delete().where(repositories.c.account_id == account_id))
             connection.execute(tokens.delete().where(tokens.c.account_id == account_id))
+            for vault_table in (vault_tables.logins, vault_tables.records):
+                connection.execute(
+                    vault_table.delete().where(vault_table.c.account_id == account_id)
+                )
             connection.execute(accounts.delete().where(accounts.c.id == account_id))
 
     # Tokens -------------------------------------------------------------------------
