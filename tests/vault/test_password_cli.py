@@ -231,3 +231,70 @@ def test_no_password_slot_message(vault_server: ServerProcess, tmp_path: Path) -
     )
     assert result.returncode == 2
     assert "no password slot" in result.stderr
+
+
+def test_recovery_slot_removal_needs_force(
+    vault_server: ServerProcess, tmp_path: Path
+) -> None:
+    _, token = vault_server.create_account()
+    repo, key_file = init_repository(vault_server, token, tmp_path)
+    password_file = write_password(tmp_path / "password", "the right password")
+    owner = Machine(
+        tmp_path / "owner", token, recovery_key_file=key_file, password_file=password_file
+    )
+    add_password(owner, repo)
+    with_key = Machine(tmp_path / "with-key", token, recovery_key_file=key_file)
+    slots = json.loads(with_key.run("key", "list", "--repo", repo, "--json").stdout)
+    [recovery_slot] = [slot for slot in slots if slot["kind"] == "recovery"]
+
+    refused = with_key.run("key", "remove", "--repo", repo, recovery_slot["id"])
+    forced = with_key.run("key", "remove", "--repo", repo, recovery_slot["id"], "--force")
+
+    assert refused.returncode == 2
+    assert "is the recovery key" in refused.stderr
+    assert "--force" in refused.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert "removed recovery key slot" in forced.stdout
+
+
+def test_current_password_not_read_from_new_password_file(
+    vault_server: ServerProcess, tmp_path: Path
+) -> None:
+    # change-password reads the new password from BACKVAULT_PASSWORD_FILE; without a
+    # recovery key and a terminal it must stop, not spend a guess on the new password.
+    _, token = vault_server.create_account()
+    repo, key_file = init_repository(vault_server, token, tmp_path)
+    old_password = write_password(tmp_path / "old", "the old password")
+    new_password = write_password(tmp_path / "new", "the new password")
+    owner = Machine(
+        tmp_path / "owner", token, recovery_key_file=key_file, password_file=old_password
+    )
+    add_password(owner, repo)
+    without_key = Machine(tmp_path / "no-key", token, password_file=new_password)
+
+    result = without_key.run("key", "change-password", "--repo", repo)
+
+    assert result.returncode != 0
+    assert result.returncode != EXIT_WRONG_PASSWORD, result.stderr
+    [record] = vault_records(vault_server, token).values()
+    assert record["guesses_used"] == 0, record
+
+
+def test_too_short_password_costs_no_guess(
+    vault_server: ServerProcess, tmp_path: Path
+) -> None:
+    _, token = vault_server.create_account()
+    repo, key_file = init_repository(vault_server, token, tmp_path)
+    password_file = write_password(tmp_path / "password", "the right password")
+    owner = Machine(
+        tmp_path / "owner", token, recovery_key_file=key_file, password_file=password_file
+    )
+    add_password(owner, repo)
+    short = Machine(tmp_path / "short", token, password_file=write_password(tmp_path / "s", "abc"))
+
+    result = short.run("snapshots", "--repo", repo)
+
+    assert result.returncode == 2, result.stderr
+    assert "Nothing was sent to the vault" in result.stderr
+    [record] = vault_records(vault_server, token).values()
+    assert record["guesses_used"] == 0, record

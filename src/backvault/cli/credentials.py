@@ -23,7 +23,10 @@ ENV_KEY_FILE = "BACKVAULT_RECOVERY_KEY_FILE"
 ENV_KEY_COMMAND = "BACKVAULT_RECOVERY_KEY_COMMAND"
 ENV_PASSWORD_FILE = "BACKVAULT_PASSWORD_FILE"
 ENV_PASSWORD_COMMAND = "BACKVAULT_PASSWORD_COMMAND"
-MIN_PASSWORD_LENGTH = 8  # characters, for a new password
+MIN_PASSWORD_LENGTH = 8  # characters; a new password needs this many, and so any password
+# The OPRF input of RFC 9497 is length-prefixed with two bytes, so 65535 is a hard limit;
+# no remembered password comes near this one.
+MAX_PASSWORD_BYTES = 4096
 PROMPT_ATTEMPTS = 3
 COMMAND_TIMEOUT = 60  # seconds
 
@@ -125,16 +128,23 @@ def can_prompt() -> bool:
     return sys.stdin.isatty()
 
 
-def load_password(*, prompt: str = "Password: ", new: bool = False) -> bytes:
+def load_password(
+    *, prompt: str = "Password: ", new: bool = False, prompt_only: bool = False
+) -> bytes:
     """Return the password from BACKVAULT_PASSWORD_FILE, _COMMAND or a prompt, as UTF-8.
 
     A file or command output loses one trailing line break, nothing else. The text is
     put in Unicode normalization form NFC, so the same password typed on two systems
     gives the same bytes. A ``new`` password is asked twice at a prompt and must have
-    at least MIN_PASSWORD_LENGTH characters.
+    at least MIN_PASSWORD_LENGTH characters. With ``prompt_only`` the password is only
+    asked for at a terminal: changing a password reads the new one from the file, so
+    the current one must not come from there too.
+
+    A password that cannot be right (shorter than MIN_PASSWORD_LENGTH, or longer than
+    MAX_PASSWORD_BYTES) is rejected here, before it costs the vault a guess.
     """
-    file_name = os.environ.get(ENV_PASSWORD_FILE)
-    command = os.environ.get(ENV_PASSWORD_COMMAND)
+    file_name = None if prompt_only else os.environ.get(ENV_PASSWORD_FILE)
+    command = None if prompt_only else os.environ.get(ENV_PASSWORD_COMMAND)
     if file_name:
         text = _strip_line_break(_read_password_file(Path(file_name)))
     elif command:
@@ -154,13 +164,24 @@ def load_password(*, prompt: str = "Password: ", new: bool = False) -> bytes:
     if not text:
         raise UsageError("the password is empty", hint="Give a password of at least "
                          f"{MIN_PASSWORD_LENGTH} characters.")
-    if new and len(text) < MIN_PASSWORD_LENGTH:
+    if len(text) < MIN_PASSWORD_LENGTH:
+        which = "new password" if new else "password"
         raise UsageError(
-            f"the new password has {len(text)} characters; at least {MIN_PASSWORD_LENGTH} "
+            f"the {which} has {len(text)} characters; at least {MIN_PASSWORD_LENGTH} "
             "are needed",
-            hint="Choose a longer password; a few words are easier to remember than symbols.",
+            hint="Choose a longer password; a few words are easier to remember than symbols."
+            if new
+            else "No password slot accepts so short a password; check "
+            f"{ENV_PASSWORD_FILE} or what you typed. Nothing was sent to the vault.",
         )
-    return text.encode("utf-8")
+    encoded = text.encode("utf-8")
+    if len(encoded) > MAX_PASSWORD_BYTES:
+        raise UsageError(
+            f"the password is {len(encoded)} bytes long; at most {MAX_PASSWORD_BYTES} are "
+            "accepted",
+            hint=f"Check that {ENV_PASSWORD_FILE} names the password file, not another file.",
+        )
+    return encoded
 
 
 def _prompt_password(prompt: str, *, confirm: bool) -> str:

@@ -28,7 +28,7 @@ from backvault.cli.credentials import (
     recovery_key_source,
 )
 from backvault.cli.output import print_json
-from backvault.crypto.slots import KeySlot
+from backvault.crypto.slots import KIND_RECOVERY, KeySlot
 from backvault.errors import BackvaultError, UsageError, WrongPasswordError
 from backvault.repository.repository import Repository
 
@@ -80,9 +80,12 @@ def register(key_commands: SubParsers, common: argparse.ArgumentParser) -> None:
     remove = key_commands.add_parser(
         "remove", parents=[common], help="remove a key slot (and its vault record)",
         description="Remove a key slot. A password slot's vault record is deleted too. "
-        "The last slot cannot be removed.",
+        "The last slot cannot be removed, and the recovery key slot only with --force.",
     )
     remove.add_argument("slot", metavar="SLOT", help="id (or a unique prefix) of the slot")
+    remove.add_argument(
+        "--force", action="store_true", help="allow removing the recovery key slot"
+    )
     remove.set_defaults(handler=command_key_remove)
 
 
@@ -125,7 +128,9 @@ def password_unlock_requested(recovery_key_file: str | None, repository: Reposit
     return can_prompt() and any(slot.kind == KIND_PASSWORD for slot in repository.key_slots())
 
 
-def unlock_with_password(repository: Repository, *, prompt: str = "Password: ") -> None:
+def unlock_with_password(
+    repository: Repository, *, prompt: str = "Password: ", prompt_only: bool = False
+) -> None:
     """Unlock ``repository`` through its password slot and key vault.
 
     At a prompt a wrong password may be typed again, up to PROMPT_ATTEMPTS times; each
@@ -140,7 +145,7 @@ def unlock_with_password(repository: Repository, *, prompt: str = "Password: ") 
     with HttpVaultClient(info.vault_url) as client:
         for attempt in range(1, attempts + 1):
             _warn_before_last_guess(client, slot, info.record_id)
-            password = load_password(prompt=prompt)
+            password = load_password(prompt=prompt, prompt_only=prompt_only)
             try:
                 master_key = open_password_slot(
                     slot, password, repository.repository_id, client
@@ -225,7 +230,7 @@ def _unlock_for_key_change(args: argparse.Namespace, repository: Repository) -> 
     """Unlock with the recovery key, or at a terminal with the current password."""
     has_password_slot = any(slot.kind == KIND_PASSWORD for slot in repository.key_slots())
     if recovery_key_source(args.recovery_key_file) is None and can_prompt() and has_password_slot:
-        unlock_with_password(repository, prompt="Current password: ")
+        unlock_with_password(repository, prompt="Current password: ", prompt_only=True)
         return
     repository.unlock_with_recovery_key(load_recovery_key(args.recovery_key_file))
 
@@ -300,6 +305,12 @@ def command_key_remove(args: argparse.Namespace) -> int:
         raise UsageError(
             f"key slot {slot.name} is the last one; removing it would lock you out",
             hint="Add another protection first.",
+        )
+    if slot.kind == KIND_RECOVERY and not args.force:
+        raise UsageError(
+            f"key slot {slot.name} is the recovery key, the way back when a password is "
+            "forgotten or its vault record is erased",
+            hint="Keep it. To remove it anyway, run the command again with --force.",
         )
 
     record_id = None
