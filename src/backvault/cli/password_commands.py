@@ -97,17 +97,18 @@ def _add_slot_options(parser: argparse.ArgumentParser) -> None:
         "maximum: the vault's limit, usually 10)",
     )
     parser.add_argument(
-        "--argon2-memory", type=int, metavar="KIB", default=DEFAULT_ARGON2_MEMORY,
-        help=f"Argon2id memory in KiB (default: {DEFAULT_ARGON2_MEMORY}). Lower values make "
+        "--argon2-memory", type=int, metavar="KIB",
+        help=f"Argon2id memory in KiB (default: {DEFAULT_ARGON2_MEMORY}, or the replaced "
+        "slot's value for change-password). Lower values make "
         "the password cheaper to guess for anyone who steals the vault's keys and records; "
         "meant for tests",
     )
     parser.add_argument(
-        "--argon2-iterations", type=int, metavar="N", default=DEFAULT_ARGON2_ITERATIONS,
+        "--argon2-iterations", type=int, metavar="N",
         help=f"Argon2id passes (default: {DEFAULT_ARGON2_ITERATIONS})",
     )
     parser.add_argument(
-        "--argon2-lanes", type=int, metavar="N", default=DEFAULT_ARGON2_LANES,
+        "--argon2-lanes", type=int, metavar="N",
         help=f"Argon2id lanes (default: {DEFAULT_ARGON2_LANES})",
     )
 
@@ -265,7 +266,7 @@ def command_key_change_password(args: argparse.Namespace) -> int:
     old_slot = choose_password_slot(repository, args.slot)
     old_info = password_slot_info(old_slot)
     vault_url = args.vault or old_info.vault_url
-    ksf = _ksf_from_options(args)
+    ksf = _ksf_from_options(args, replaced=old_info.ksf)
     _unlock_for_key_change(args, repository)
 
     password = load_password(prompt="New password: ", new=True)
@@ -347,13 +348,26 @@ def default_vault_url(location: str) -> str:
     return origin + prefix
 
 
-def _ksf_from_options(args: argparse.Namespace) -> Ksf:
+def _option_or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _ksf_from_options(args: argparse.Namespace, replaced: Ksf | None = None) -> Ksf:
+    """Return the key-stretching function the options ask for.
+
+    Without any Argon2 option, a changed password keeps the replaced slot's parameters,
+    so a change never weakens (or silently slows) the stretching chosen before.
+    """
     from backvault.opaque import Argon2idKsf
 
+    options = (args.argon2_memory, args.argon2_iterations, args.argon2_lanes)
+    if replaced is not None and all(option is None for option in options):
+        return replaced
     try:
         return Argon2idKsf(
-            memory_kib=args.argon2_memory, iterations=args.argon2_iterations,
-            lanes=args.argon2_lanes,
+            memory_kib=_option_or(args.argon2_memory, DEFAULT_ARGON2_MEMORY),
+            iterations=_option_or(args.argon2_iterations, DEFAULT_ARGON2_ITERATIONS),
+            lanes=_option_or(args.argon2_lanes, DEFAULT_ARGON2_LANES),
         )
     except ValueError as error:
         raise UsageError(str(error), hint="Check --argon2-memory, --argon2-iterations and "
