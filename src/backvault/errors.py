@@ -1,8 +1,8 @@
 """The error catalogue of backvault.
 
 Every error a user can meet is a subclass of :class:`BackvaultError`. Each class has an
-exit code for the command line and each instance may carry a hint: one line that says
-what to do next. Lower layers raise these classes directly or have their own exceptions
+exit code for the command line and each instance may carry a hint: one line that tells
+the user what to do next. Lower layers raise these classes directly or have their own exceptions
 translated at the boundary, with the cause chained.
 
 Hierarchy::
@@ -120,7 +120,7 @@ class UnsupportedFormatError(BackvaultError):
 class IntegrityError(BackvaultError):
     """A decryption or authentication check failed.
 
-    The message never says which check failed, so that the error gives an attacker who
+    The message never names the check that failed, so that the error gives an attacker who
     tampers with stored data no oracle.
     """
 

@@ -1,7 +1,7 @@
 """Printing: exact path bytes, JSON that keeps them, progress on a terminal.
 
 File names are bytes and need not be valid UTF-8. Text output writes them as they are
-when standard output is not a terminal, so scripts get the exact bytes; on a terminal,
+when standard output is not a terminal, so scripts get the exact bytes. On a terminal,
 control characters and invalid bytes are escaped so they cannot garble the screen. JSON
 output gives every path as a string; when the bytes are not valid UTF-8, that string has
 U+FFFD in place of the invalid bytes and a ``<field>_base64`` field beside it carries the
@@ -76,7 +76,7 @@ def format_time(time_ns: int) -> str:
 class ProgressLine:
     """A progress bar with a status line on standard error, shown only on a terminal.
 
-    The total is unknown while a backup walks the tree, so the bar pulses; rich is
+    The total is unknown while a backup walks the tree, so the bar pulses. Rich is
     imported only when the bar is shown, to keep the start of scripted runs fast.
     """
 

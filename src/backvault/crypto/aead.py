@@ -4,7 +4,7 @@ Two schemes cover every encrypted byte of a repository:
 
 - Blobs in a pack. Each pack has a fresh random 32-byte salt and its own key,
   ``HKDF(data key, salt, "backvault v1 pack key")``. A blob uses its byte offset in the
-  pack as nonce (96-bit big-endian); blobs never overlap, so no two share an offset, and
+  pack as nonce (96-bit big-endian). Blobs never overlap, so no two share an offset, and
   the pack header uses the all-ones nonce, which no offset below 2**96 - 1 can reach. A
   (key, nonce) pair is therefore never used twice unless two packs draw the same 256-bit
   salt.

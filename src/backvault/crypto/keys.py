@@ -37,8 +37,8 @@ class Subkeys:
     """The keys a repository uses, all derived from the master key.
 
     - ``data``: input key for the per-pack AES-256-GCM keys of blobs.
-    - ``chunk_id``: key of the keyed BLAKE3 that names chunks, so that whoever stores the
-      repository cannot confirm which known files it holds by hashing them.
+    - ``chunk_id``: key of the keyed BLAKE3 that names chunks, so that the storage
+      provider cannot confirm which known files the repository contains by hashing them.
     - ``chunker_seed``: seed with 62 random bits (bit 0 is always set) that alters the
       FastCDC gear table, so chunk boundaries depend on the key.
     - ``metadata``: input key for the per-file keys of index, snapshot and lock files.

@@ -90,7 +90,7 @@ def normalize_sources(paths: list[bytes]) -> list[bytes]:
     """Return the absolute, sorted source paths, with symlinks above each source resolved.
 
     A source that is itself a symlink is kept as a symlink, as everything below a source
-    is; but ``/var/run/app`` where ``/var/run`` links to ``/run`` is recorded as
+    is. But ``/var/run/app`` where ``/var/run`` links to ``/run`` is recorded as
     ``/run/app``, because a backup never follows symlinks inside the tree it walks.
     """
     normalized = set()

@@ -10,7 +10,7 @@ Stored layout::
     8+n     32    HMAC-SHA256 of bytes 0 to 8+n under the config MAC subkey
 
 The config must be readable before any key is unlocked, because the repository id is the
-salt of every subkey; its MAC is verified right after the master key is unlocked.
+salt of every subkey. Its MAC is verified right after the master key is unlocked.
 """
 
 from __future__ import annotations

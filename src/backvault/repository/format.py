@@ -11,7 +11,7 @@ A reader rejects an unknown magic or a version newer than its own with
 :class:`UnsupportedFormatError`, before it tries any decryption.
 
 Encrypted whole files (index, snapshot, lock) continue with a 32-byte salt and the
-AES-256-GCM ciphertext of the zstd-compressed body; the 40 bytes of header and salt are
+AES-256-GCM ciphertext of the zstd-compressed body. The 40 bytes of header and salt are
 the associated data, so a file cannot be passed off as another kind of file.
 """
 

@@ -1,4 +1,4 @@
-"""The index: which pack holds each blob, where, and under which salt.
+"""The index: the pack, offset and salt of each blob.
 
 An index file is an encrypted file (magic "BVIX") whose body is a msgpack map::
 

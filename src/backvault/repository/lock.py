@@ -3,7 +3,7 @@
 A lock file (magic "BVLK") records who holds it: hostname, pid, username, time and
 whether it is exclusive. Backups take shared locks; operations that must see a quiet
 repository take an exclusive one. A lock left by a process that no longer runs on this
-host is stale and is removed; locks of other hosts are only reported, because this host
+host is stale and is removed. Locks of other hosts are only reported, because this host
 cannot tell whether their process still runs.
 """
 

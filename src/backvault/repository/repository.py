@@ -64,7 +64,7 @@ from backvault.repository.pack import (
     read_header_length,
 )
 from backvault.repository.snapshot import Snapshot, decode_snapshot, encode_snapshot
-from backvault.repository.tree import Node, decode_tree, decode_tree_maps, encode_tree
+from backvault.repository.tree import Node, decode_tree, decode_tree_maps
 from backvault.storage import Backend, ObjectNotFoundError
 
 PACK_CIPHER_CACHE_SIZE = 1024  # pack keys kept; about 1 KiB each
@@ -283,7 +283,7 @@ class Repository:
         """Bring the in-memory index in line with the packs that exist.
 
         Packs that no index file lists (left by a crash) are indexed from their headers
-        and recorded in a new index file; indexed packs that no longer exist are dropped
+        and recorded in a new index file. Indexed packs that no longer exist are dropped
         from memory, so that a backup stores their blobs again. Returns the ids of the
         recovered packs and of the missing ones. A pack whose header cannot be read is
         left alone for ``check`` to report.
@@ -331,7 +331,7 @@ class Repository:
     def _read_from_tree_pack(self, pack_id: str, entry: PackEntry) -> bytes:
         """Read a tree blob from a pack of trees, fetching and keeping the pack whole.
 
-        A walk over a snapshot reads thousands of trees; fetching their pack once turns
+        A walk over a snapshot reads thousands of trees. Fetching their pack once turns
         thousands of small reads, each a request on a remote backend, into a few.
         """
         with self._tree_pack_lock:
@@ -416,10 +416,6 @@ class Repository:
         data = self.load_blob(tree_id, BlobType.TREE)
         return decode_tree_maps(data, subject=f"tree {tree_id.hex()[:16]}")
 
-    @staticmethod
-    def encode_tree(nodes: list[Node]) -> bytes:
-        return encode_tree(nodes)
-
     # Snapshots ------------------------------------------------------------------------
 
     def save_snapshot(self, snapshot: Snapshot) -> str:
@@ -449,7 +445,7 @@ class Repository:
         """Return the snapshots that can be read, oldest first.
 
         A damaged snapshot file is left out and recorded in ``damaged_snapshots``, so that
-        one bad file does not hide every other snapshot; ``check`` reports it as an error.
+        one bad file does not hide every other snapshot. ``check`` reports it as an error.
         """
         snapshots: list[Snapshot] = []
         self.damaged_snapshots = []

@@ -1,4 +1,4 @@
-"""Where repository objects live: the backend interface and its implementations."""
+"""Storage of repository objects: the backend interface and its implementations."""
 
 from backvault.storage.base import KINDS, Backend, ObjectNotFoundError, StorageError
 from backvault.storage.local import LocalBackend
