@@ -18,6 +18,7 @@ Hierarchy::
     ├── DataDamagedError            exit 13  check or restore found damaged or missing data
     ├── UnsupportedFormatError      exit 14  written by a newer backvault, or not a repository
     ├── WrongPasswordError          exit 15  wrong password, or the vault destroyed its record
+    ├── PasskeyError                exit 16  a passkey or security key failed or cannot be used
     └── IntegrityError              exit 13  a decryption or authentication check failed
 
 ``IntegrityError`` is the single error type for every failed decryption or verification in
@@ -99,6 +100,16 @@ class WrongPasswordError(BackvaultError):
     def __init__(self, message: str, *, guesses_left: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.guesses_left = guesses_left
+
+
+class PasskeyError(BackvaultError):
+    """A passkey or FIDO2 security key failed, or cannot protect backups.
+
+    Examples: a security key without the hmac-secret extension, a wrong or blocked PIN,
+    a credential the key does not hold, a cancelled or timed-out touch.
+    """
+
+    exit_code = 16
 
 
 class DataDamagedError(BackvaultError):

@@ -51,6 +51,10 @@ SERVE_OPTIONS = (
      "provider whose JSON Web Tokens are accepted"),
     ("--jwt-issuer", "ISSUER", "required 'iss' claim of JSON Web Tokens"),
     ("--jwt-audience", "AUDIENCE", "required 'aud' claim of JSON Web Tokens (optional)"),
+    ("--passkey-rp-id", "HOST", "WebAuthn relying party ID that passkeys are bound to: the "
+     "host name browsers use for this server (default: localhost)"),
+    ("--passkey-origin", "URL", "scheme, host and port at which browsers open the passkey "
+     "pages (default: http://RP_ID:PORT, or https:// with --tls-cert)"),
 )
 INTEGER_SETTINGS = ("port", "max_object_size")
 

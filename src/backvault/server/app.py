@@ -1,7 +1,7 @@
 """The app factory: one ASGI app with the blob API, the key vault, health, metrics and OpenAPI.
 
-Later services (the passkey pages) add their routers to the app that :func:`create_app`
-builds, beside the ``/v1`` blob router and the ``/v1/vault`` router.
+Beside the ``/v1`` blob router and the ``/v1/vault`` router, the passkey router serves the
+``/v1/passkeys`` API and the passkey pages under ``/passkey``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from backvault import __version__
+from backvault.passkey.ceremony import RelyingParty
 from backvault.server.auth import Authenticator
 from backvault.server.blobs import BlobService
 from backvault.server.config import ServerConfig
 from backvault.server.errors import ApiError
 from backvault.server.metadata import Metadata, open_metadata
 from backvault.server.observability import Metrics, RequestObserver
+from backvault.server.passkey_routes import build_passkey_router
 from backvault.server.routes import Services, build_router
 from backvault.server.vault_routes import build_vault_router, open_vault
 from backvault.storage import StorageError
@@ -59,6 +61,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.include_router(build_router(services))
     app.include_router(build_vault_router(vault, services.authenticator))
+    relying_party = RelyingParty(
+        metadata, rp_id=config.passkey_rp_id, origin=config.passkey_origin
+    )
+    app.include_router(build_passkey_router(relying_party, services.authenticator))
     _add_operations_routes(app, metadata, metrics)
     _add_error_handlers(app)
     app.add_middleware(RequestObserver, metrics=metrics)

@@ -14,6 +14,7 @@ or an HMAC algorithm keyed with the public key.
 from __future__ import annotations
 
 import logging
+import time
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -21,12 +22,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from backvault.server.config import JwtConfig
 from backvault.server.errors import ApiError, ServerConfigError
-from backvault.server.metadata import Account, Metadata
+from backvault.server.metadata import Account, Metadata, hash_token
 
 logger = logging.getLogger("backvault.server")
 
 MAX_SUBJECT_LENGTH = 200  # characters; the length of the accounts.name column
 JWT_LEEWAY = 30  # seconds of clock difference allowed on exp, nbf and iat
+TOKEN_CACHE_SECONDS = 2.0  # how long a revoked token may keep working (TokenCache)
+TOKEN_CACHE_ENTRIES = 10_000
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -87,28 +90,63 @@ def _algorithm_for(key: object) -> str:
     )
 
 
+class TokenCache:
+    """Remembers, for TOKEN_CACHE_SECONDS, which account a valid server token belongs to.
+
+    A client sends its token with every request; looking it up in the database each time
+    was the largest single cost of a vault login. The price is that a token revoked, or
+    an account disabled, by the operator's command keeps working for up to that long on
+    a server process that had just seen it. Only valid tokens are remembered, keyed by
+    their SHA-256 hash, so a wrong token is always checked against the database.
+    """
+
+    def __init__(self, seconds: float = TOKEN_CACHE_SECONDS) -> None:
+        self._seconds = seconds
+        self._entries: dict[str, tuple[Account, float]] = {}
+
+    def get(self, token_hash: str) -> Account | None:
+        entry = self._entries.get(token_hash)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, token_hash: str, account: Account) -> None:
+        if len(self._entries) >= TOKEN_CACHE_ENTRIES:
+            self._entries.clear()  # simpler than LRU, and refilled within one period
+        self._entries[token_hash] = (account, time.monotonic() + self._seconds)
+
+
 class Authenticator:
     """Turns the ``Authorization`` header of a request into an account."""
 
     def __init__(self, metadata: Metadata, jwt_config: JwtConfig | None) -> None:
         self._metadata = metadata
         self._jwt = JwtVerifier(jwt_config) if jwt_config is not None else None
+        self._tokens = TokenCache()
 
     def account(self, authorization: str | None) -> Account:
         token = _bearer_token(authorization)
         if token.count(".") == 2:
             account = self._account_for_jwt(token)
         else:
-            found = self._metadata.account_for_token(token)
-            if found is None:
-                raise _unauthorized(
-                    "invalid or revoked token; log in again or ask the server's operator "
-                    "for a new token"
-                )
-            account = found
+            account = self._account_for_server_token(token)
         if account.disabled:
             raise ApiError(403, f"account {account.name!r} is disabled; ask the server's operator")
         return account
+
+    def _account_for_server_token(self, token: str) -> Account:
+        token_hash = hash_token(token)
+        account = self._tokens.get(token_hash)
+        if account is not None:
+            return account
+        found = self._metadata.account_for_token_hash(token_hash)
+        if found is None:
+            raise _unauthorized(
+                "invalid or revoked token; log in again or ask the server's operator for a "
+                "new token"
+            )
+        self._tokens.put(token_hash, found)
+        return found
 
     def _account_for_jwt(self, token: str) -> Account:
         if self._jwt is None:

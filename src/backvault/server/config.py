@@ -14,6 +14,8 @@ A config file has the same settings as the options, with underscores in place of
     jwt_public_key = "/etc/backvault/idp.pem"
     jwt_issuer = "https://id.example"
     jwt_audience = "backvault"
+    passkey_rp_id = "backup.example.com"
+    passkey_origin = "https://backup.example.com"
 
     [vault]            # the key vault; see backvault.vault.settings
     guess_limit = 10
@@ -27,6 +29,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from backvault.server.errors import ServerConfigError
 from backvault.vault.settings import VaultSettings, parse_vault_settings
@@ -36,6 +39,7 @@ DEFAULT_PORT = 8420
 # Packs are about 16 MiB, so 64 MiB leaves room for larger pack settings.
 DEFAULT_MAX_OBJECT_SIZE = 64 * 1024 * 1024  # bytes
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_PASSKEY_RP_ID = "localhost"
 METADATA_FILE_NAME = "metadata.sqlite3"
 
 
@@ -63,6 +67,10 @@ class ServerConfig:
     max_object_size: int = DEFAULT_MAX_OBJECT_SIZE
     jwt: JwtConfig | None = field(default=None)
     vault: VaultSettings = field(default_factory=VaultSettings)
+    # The WebAuthn relying party: passkeys are bound to passkey_rp_id, and the passkey
+    # pages must be opened at passkey_origin (see docs/passkeys.md).
+    passkey_rp_id: str = DEFAULT_PASSKEY_RP_ID
+    passkey_origin: str = f"http://{DEFAULT_PASSKEY_RP_ID}:{DEFAULT_PORT}"
 
     @property
     def database_url(self) -> str:
@@ -81,6 +89,7 @@ _FILE_SETTINGS: dict[str, type] = {
     "data_dir": str, "database": str, "storage": str, "host": str, "port": int,
     "tls_cert": str, "tls_key": str, "log_level": str, "max_object_size": int,
     "jwt_public_key": str, "jwt_issuer": str, "jwt_audience": str, "vault": dict,
+    "passkey_rp_id": str, "passkey_origin": str,
 }
 
 
@@ -149,6 +158,9 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
             "TLS needs both a certificate and a key", hint="Pass both --tls-cert and --tls-key."
         )
 
+    passkey_rp_id, passkey_origin = _passkey_relying_party(
+        provided, port, tls=tls_cert is not None
+    )
     return ServerConfig(
         data_dir=Path(provided["data_dir"]).absolute(),
         database=database,
@@ -161,6 +173,8 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         max_object_size=max_object_size,
         jwt=_jwt_config(provided),
         vault=_vault_settings(provided.get("vault")),
+        passkey_rp_id=passkey_rp_id,
+        passkey_origin=passkey_origin,
     )
 
 
@@ -201,3 +215,63 @@ def _jwt_config(provided: dict[str, Any]) -> JwtConfig | None:
         raise ServerConfigError(f"cannot read the JWT public key {key_file}: {error}") from error
     return JwtConfig(public_key_pem, str(issuer), provided.get("jwt_audience"))
 
+
+# Passkey relying party ----------------------------------------------------------------
+
+
+def _passkey_relying_party(
+    provided: dict[str, Any], port: int, *, tls: bool
+) -> tuple[str, str]:
+    """Return the checked WebAuthn RP ID and origin of the passkey pages.
+
+    The origin defaults to the RP ID with this server's scheme and port. That is right
+    when browsers reach the server directly. Behind a proxy, the operator sets it.
+    """
+    rp_id = str(provided.get("passkey_rp_id", DEFAULT_PASSKEY_RP_ID)).strip().lower()
+    if not rp_id or "/" in rp_id or ":" in rp_id:
+        raise ServerConfigError(
+            f"invalid passkey RP ID {rp_id!r}",
+            hint="Use the server's host name without scheme or port, such as "
+            "backup.example.com (or localhost).",
+        )
+    default_origin = f"{'https' if tls else 'http'}://{rp_id}:{port}"
+    origin = str(provided.get("passkey_origin", default_origin)).strip().rstrip("/")
+    return rp_id, _checked_passkey_origin(origin, rp_id)
+
+
+def _checked_passkey_origin(origin: str, rp_id: str) -> str:
+    """Check ``origin`` and return it as browsers write it, without a default port."""
+    parts = urlsplit(origin)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ServerConfigError(
+            f"invalid port in the passkey origin {origin!r}", hint="Use a port from 1 to 65535."
+        ) from None
+    host = parts.hostname or ""
+    extra = parts.path or parts.query or parts.fragment or parts.username
+    if parts.scheme not in ("http", "https") or not host or extra:
+        raise ServerConfigError(
+            f"invalid passkey origin {origin!r}",
+            hint="Use the scheme, host and port that browsers open, such as "
+            "https://backup.example.com.",
+        )
+    # WebAuthn accepts an RP ID only if it is the origin's host or a parent domain of it.
+    if host != rp_id and not host.endswith("." + rp_id):
+        raise ServerConfigError(
+            f"passkey origin {origin!r} does not belong to the passkey RP ID {rp_id!r}",
+            hint="The origin's host must be the RP ID or a subdomain of it; set "
+            "--passkey-rp-id and --passkey-origin to match.",
+        )
+    # Browsers run WebAuthn only in a secure context: HTTPS, or plain HTTP on localhost.
+    if parts.scheme == "http" and host != "localhost" and not host.endswith(".localhost"):
+        raise ServerConfigError(
+            f"passkey origin {origin!r} uses plain HTTP on a host other than localhost",
+            hint="Browsers allow passkeys only over HTTPS (or on localhost); serve HTTPS "
+            "with --tls-cert and --tls-key, or put an HTTPS proxy in front and set "
+            "--passkey-origin to its address.",
+        )
+    # The origin in a browser's client data leaves out the scheme's default port.
+    if port is None or port == {"http": 80, "https": 443}[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"

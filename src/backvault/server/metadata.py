@@ -1,4 +1,4 @@
-"""The server's metadata: accounts, tokens, repositories and objects, in SQL.
+"""The server's metadata: accounts, tokens, repositories, objects and passkeys, in SQL.
 
 SQLAlchemy Core over SQLite (the default, one file in the data dir) or PostgreSQL (through
 psycopg 3). The ``objects`` table is the authority on which objects exist: a row is
@@ -14,10 +14,14 @@ Tokens are stored only as SHA-256 hashes. A token is 32 random bytes, so a plain
 from __future__ import annotations
 
 import enum
+import fcntl
 import hashlib
+import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +37,7 @@ from backvault.server.errors import (
     QuotaExceededError,
     TokenNotFoundError,
 )
+from backvault.vault.store import WRITE_OPTION
 from backvault.vault.store import define_tables as define_vault_tables
 
 TOKEN_PREFIX = "bv_"
@@ -87,6 +92,33 @@ objects = sa.Table(
 # The key vault's records, logins in progress and server key (see backvault.vault.store).
 vault_tables = define_vault_tables(schema)
 
+# Passkeys (WebAuthn credentials) of an account, and ceremonies in progress. A ceremony
+# is stored under the SHA-256 hash of its id, because the id alone lets a page finish it.
+passkey_credentials = sa.Table(
+    "passkey_credentials", schema,
+    # WebAuthn limits credential ids to 1023 bytes.
+    sa.Column("credential_id", sa.LargeBinary(1023), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("public_key", sa.LargeBinary, nullable=False),  # COSE_Key
+    sa.Column("sign_count", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prf", sa.Boolean, nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("last_used_ns", sa.BigInteger, nullable=True),
+)
+
+passkey_ceremonies = sa.Table(
+    "passkey_ceremonies", schema,
+    sa.Column("ceremony_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("challenge", sa.LargeBinary(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, default=""),
+    sa.Column("page_options", sa.Text, nullable=False),  # JSON sent to the page
+    sa.Column("expires_ns", sa.BigInteger, nullable=False),
+    sa.Column("used", sa.Boolean, nullable=False, default=False),
+)
+
 
 @dataclass(frozen=True)
 class Account:
@@ -124,6 +156,32 @@ class StoredObject:
     committed: bool
 
 
+@dataclass(frozen=True)
+class PasskeyCredential:
+    """A WebAuthn credential registered to an account, as the relying party keeps it."""
+
+    credential_id: bytes
+    account_id: int
+    public_key: bytes  # COSE_Key, as in the attested credential data
+    sign_count: int
+    name: str
+    prf: bool  # the browser reported the PRF extension enabled at registration
+    created_ns: int
+    last_used_ns: int | None
+
+
+@dataclass(frozen=True)
+class PasskeyCeremony:
+    """A registration or authentication that a passkey page is to finish."""
+
+    account_id: int
+    kind: str  # "register" or "authenticate"
+    challenge: bytes
+    name: str  # the new passkey's name; empty for an authentication
+    page_options: str  # JSON for the page: WebAuthn options and PRF salts
+    expires_ns: int
+
+
 class Reservation(enum.Enum):
     """The outcome of reserving an object name before its bytes are written."""
 
@@ -142,7 +200,7 @@ def new_token() -> str:
 
 
 def create_metadata_engine(url: str) -> Engine:
-    """Create the engine; SQLite gets a busy timeout and write-locking transactions."""
+    """Create the engine; SQLite gets a busy timeout and write-locking write transactions."""
     if not url.startswith("sqlite"):
         # pool_pre_ping replaces connections that a database restart has closed.
         return sa.create_engine(url, pool_pre_ping=True)
@@ -154,6 +212,12 @@ def create_metadata_engine(url: str) -> Engine:
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode, NORMAL syncs at checkpoints rather than at every commit. A commit
+        # survives a crash of the server process, but the last ones before a power cut
+        # or kernel crash can be lost, guess counts among them. One fsync per commit
+        # capped the vault at about 250 logins a second; docs/vault.md says to use
+        # PostgreSQL where every commit must reach the disk.
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
         # Overwrite deleted rows in the file, so an erased vault record does not linger.
         dbapi_connection.execute("PRAGMA secure_delete=ON")
@@ -161,10 +225,67 @@ def create_metadata_engine(url: str) -> Engine:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A deferred transaction that reads and then writes fails at once with "database
-        # is locked" when another writer got there first; IMMEDIATE waits its turn.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # is locked" when another writer got there first; IMMEDIATE waits its turn. Reads
+        # stay deferred: in WAL mode they never wait for a writer.
+        if connection.get_execution_options().get(WRITE_OPTION):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
 
     return engine
+
+
+class WriteQueue:
+    """Lets one SQLite writer at a time in, across threads and server worker processes.
+
+    SQLite's own busy handler polls with sleeps that grow to 100 ms, so under load a
+    writer that lost the race can wait far longer than the transaction it waits for.
+    A thread lock and an flock(2) on a file beside the database make writers queue in
+    the kernel instead and start as soon as the previous one commits. Processes that do
+    not take the lock (an operator's ``backvault server account`` command) still fall
+    back on the busy timeout, so this is a speed-up, never a condition for correctness.
+    """
+
+    def __init__(self, database_path: str | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._lock_path = f"{database_path}.write-lock" if database_path else None
+        self._lock_file: int | None = None
+        self._owner_pid = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._thread_lock:
+            descriptor = self._descriptor()
+            if descriptor is None:
+                yield
+                return
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+    def _descriptor(self) -> int | None:
+        # Opened lazily and again after a fork: an inherited descriptor would share its
+        # lock with the parent process.
+        if self._lock_path is None:
+            return None
+        if self._lock_file is None or self._owner_pid != os.getpid():
+            self._lock_file = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._owner_pid = os.getpid()
+        return self._lock_file
+
+    def close(self) -> None:
+        if self._lock_file is not None and self._owner_pid == os.getpid():
+            os.close(self._lock_file)
+        self._lock_file = None
+
+
+def _sqlite_database_path(engine: Engine) -> str | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return os.path.abspath(database)
 
 
 def open_metadata(config: ServerConfig) -> Metadata:
@@ -180,17 +301,29 @@ class Metadata:
 
     def __init__(self, url: str) -> None:
         self.engine = create_metadata_engine(url)
+        self._write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._write_queue = WriteQueue(_sqlite_database_path(self.engine))
 
     def create_schema(self) -> None:
         schema.create_all(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+        self._write_queue.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
+    def write_transaction(self) -> Iterator[Connection]:
+        """Begin a transaction that writes; on SQLite, writers take turns (WriteQueue)."""
+        if not self._sqlite:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._write_queue.turn(), self._write_engine.begin() as connection:
             yield connection
+
+    def _transaction(self) -> ContextManager[Connection]:
+        return self.write_transaction()
 
     def ping(self) -> None:
         """Run a trivial query; raises the driver's error when the database is down."""
@@ -267,9 +400,12 @@ class Metadata:
             connection.execute(objects.delete().where(objects.c.repository_id.in_(repository_ids)))
             connection.execute(repositories.delete().where(repositories.c.account_id == account_id))
             connection.execute(tokens.delete().where(tokens.c.account_id == account_id))
-            for vault_table in (vault_tables.logins, vault_tables.records):
+            for account_table in (
+                vault_tables.logins, vault_tables.records, passkey_ceremonies,
+                passkey_credentials,
+            ):
                 connection.execute(
-                    vault_table.delete().where(vault_table.c.account_id == account_id)
+                    account_table.delete().where(account_table.c.account_id == account_id)
                 )
             connection.execute(accounts.delete().where(accounts.c.id == account_id))
 
@@ -312,10 +448,13 @@ class Metadata:
 
     def account_for_token(self, token: str) -> Account | None:
         """Return the account of a valid, unrevoked token, or None."""
+        return self.account_for_token_hash(hash_token(token))
+
+    def account_for_token_hash(self, token_hash: str) -> Account | None:
         query = (
             sa.select(accounts)
             .join(tokens, tokens.c.account_id == accounts.c.id)
-            .where(tokens.c.token_hash == hash_token(token), tokens.c.revoked.is_(False))
+            .where(tokens.c.token_hash == token_hash, tokens.c.revoked.is_(False))
         )
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
@@ -448,6 +587,100 @@ class Metadata:
         with self.engine.connect() as connection:
             return [(row.kind, row.name) for row in connection.execute(query)]
 
+    # Passkeys -----------------------------------------------------------------------
+
+    def add_passkey_ceremony(
+        self, ceremony_hash: str, ceremony: PasskeyCeremony, now_ns: int
+    ) -> None:
+        """Store a new ceremony, and delete the ceremonies expired at ``now_ns``."""
+        with self._transaction() as connection:
+            connection.execute(
+                passkey_ceremonies.delete().where(passkey_ceremonies.c.expires_ns <= now_ns)
+            )
+            connection.execute(passkey_ceremonies.insert().values(
+                ceremony_hash=ceremony_hash, account_id=ceremony.account_id, kind=ceremony.kind,
+                challenge=ceremony.challenge, name=ceremony.name,
+                page_options=ceremony.page_options, expires_ns=ceremony.expires_ns, used=False,
+            ))
+
+    def find_passkey_ceremony(self, ceremony_hash: str, now_ns: int) -> PasskeyCeremony | None:
+        """Return the ceremony if it is unused and unexpired at ``now_ns``, else None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                passkey_ceremonies.select().where(_open_ceremony(ceremony_hash, now_ns))
+            ).first()
+        return _passkey_ceremony(row) if row is not None else None
+
+    def claim_passkey_ceremony(self, ceremony_hash: str, now_ns: int) -> PasskeyCeremony | None:
+        """Mark an unused, unexpired ceremony used and return it; None if there is none.
+
+        One conditional UPDATE decides, so two requests cannot both claim a ceremony.
+        """
+        with self._transaction() as connection:
+            result = connection.execute(
+                passkey_ceremonies.update().where(_open_ceremony(ceremony_hash, now_ns))
+                .values(used=True)
+            )
+            if result.rowcount != 1:
+                return None
+            row = connection.execute(
+                passkey_ceremonies.select()
+                .where(passkey_ceremonies.c.ceremony_hash == ceremony_hash)
+            ).one()
+        return _passkey_ceremony(row)
+
+    def add_passkey_credential(self, credential: PasskeyCredential) -> bool:
+        """Store a credential; False if a credential with its id is already stored."""
+        try:
+            with self._transaction() as connection:
+                connection.execute(passkey_credentials.insert().values(
+                    credential_id=credential.credential_id, account_id=credential.account_id,
+                    public_key=credential.public_key, sign_count=credential.sign_count,
+                    name=credential.name, prf=credential.prf, created_ns=credential.created_ns,
+                    last_used_ns=credential.last_used_ns,
+                ))
+        except IntegrityError:
+            return False
+        return True
+
+    def find_passkey_credential(
+        self, account_id: int, credential_id: bytes
+    ) -> PasskeyCredential | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                passkey_credentials.select().where(_credential_key(account_id, credential_id))
+            ).first()
+        return _passkey_credential(row) if row is not None else None
+
+    def list_passkey_credentials(self, account_id: int) -> list[PasskeyCredential]:
+        query = (
+            passkey_credentials.select()
+            .where(passkey_credentials.c.account_id == account_id)
+            .order_by(passkey_credentials.c.created_ns)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [_passkey_credential(row) for row in rows]
+
+    def record_passkey_use(
+        self, account_id: int, credential_id: bytes, sign_count: int, used_ns: int
+    ) -> bool:
+        """Store a verified assertion's sign count and time; False if the credential is gone."""
+        with self._transaction() as connection:
+            result = connection.execute(
+                passkey_credentials.update().where(_credential_key(account_id, credential_id))
+                .values(sign_count=sign_count, last_used_ns=used_ns)
+            )
+        return result.rowcount == 1
+
+    def delete_passkey_credential(self, account_id: int, credential_id: bytes) -> bool:
+        """Delete one of the account's credentials; False if the account has no such one."""
+        with self._transaction() as connection:
+            result = connection.execute(
+                passkey_credentials.delete().where(_credential_key(account_id, credential_id))
+            )
+        return result.rowcount == 1
+
 
 def _reserve_quota(connection: Connection, account_id: int, size: int) -> None:
     # One conditional UPDATE, so two concurrent writers cannot both pass the check.
@@ -480,6 +713,36 @@ def _compare(existing: StoredObject, blake3_hex: str) -> Reservation:
 def _object_key(repository_id: int, kind: str, name: str) -> sa.ColumnElement[bool]:
     return sa.and_(
         objects.c.repository_id == repository_id, objects.c.kind == kind, objects.c.name == name
+    )
+
+
+def _open_ceremony(ceremony_hash: str, now_ns: int) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        passkey_ceremonies.c.ceremony_hash == ceremony_hash,
+        passkey_ceremonies.c.used.is_(False),
+        passkey_ceremonies.c.expires_ns > now_ns,
+    )
+
+
+def _credential_key(account_id: int, credential_id: bytes) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        passkey_credentials.c.account_id == account_id,
+        passkey_credentials.c.credential_id == credential_id,
+    )
+
+
+def _passkey_ceremony(row: Any) -> PasskeyCeremony:
+    return PasskeyCeremony(
+        account_id=row.account_id, kind=row.kind, challenge=bytes(row.challenge), name=row.name,
+        page_options=row.page_options, expires_ns=row.expires_ns,
+    )
+
+
+def _passkey_credential(row: Any) -> PasskeyCredential:
+    return PasskeyCredential(
+        credential_id=bytes(row.credential_id), account_id=row.account_id,
+        public_key=bytes(row.public_key), sign_count=row.sign_count, name=row.name,
+        prf=bool(row.prf), created_ns=row.created_ns, last_used_ns=row.last_used_ns,
     )
 
 

@@ -2,7 +2,8 @@
 
 Metric labels use the route template (``/v1/repos/{repo}/{kind}/{name}``), not the path,
 so the number of series stays small and no repository or object name reaches them. Log
-lines carry the path but never a header, so a token is never logged.
+lines carry the path but never a header, so a token is never logged; a path that holds a
+passkey ceremony id is logged as its route template.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ACCESS_LOGGER = "backvault.server.access"
 UNMATCHED_ROUTE = "unmatched"
+# Path parameters that are capabilities: whoever reads one from the log could use it.
+SECRET_PATH_PARAMETERS = ("{ceremony}",)
 
 
 class Metrics:
@@ -129,10 +132,18 @@ class RequestObserver:
             extra={
                 "account_id": state.get("account_id"),
                 "method": method,
-                "path": scope["path"],
+                "path": _loggable_path(scope["path"], route),
                 "status": status,
                 "bytes_received": counts["received"],
                 "bytes_sent": counts["sent"],
                 "duration_ms": round(seconds * 1000, 2),
             },
         )
+
+
+def _loggable_path(path: str, route: str) -> str:
+    """Return the path for the access log, or the route template when the path holds a
+    secret (a passkey ceremony id is the only key to its ceremony)."""
+    if any(parameter in route for parameter in SECRET_PATH_PARAMETERS):
+        return route
+    return path

@@ -53,6 +53,11 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/account", summary="Show the authenticated account")
     def show_account(account: AccountDep) -> dict[str, Any]:
+        # The authenticator may hand out a remembered account; the byte count must be fresh.
+        fresh = services.metadata.find_account(account.name)
+        if fresh is None:
+            raise ApiError(401, "this account was deleted; ask the server's operator")
+        account = fresh
         return {
             "name": account.name, "append_only": account.append_only,
             "quota_bytes": account.quota_bytes, "used_bytes": account.used_bytes,

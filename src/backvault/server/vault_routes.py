@@ -55,7 +55,8 @@ def open_vault(metadata: Metadata, settings: VaultSettings, data_dir: Path) -> V
     Raises ServerError when the keys cannot be used, so the server does not start.
     """
     store = VaultStore(
-        metadata.engine, vault_tables, sqlite=metadata.engine.dialect.name == "sqlite"
+        metadata.engine, vault_tables, sqlite=metadata.engine.dialect.name == "sqlite",
+        begin_write=metadata.write_transaction,
     )
     try:
         key_store = open_key_store(settings, data_dir)
@@ -110,7 +111,10 @@ def build_vault_router(vault: VaultService, authenticator: Authenticator) -> API
     address_limiter = RateLimiter(settings.address_rate_limit, name="address")
     account_limiter = RateLimiter(settings.account_rate_limit, name="account")
 
-    def vault_account(
+    # The login routes and this dependency are coroutines that call the vault directly:
+    # a login's database and OPAQUE work takes about a millisecond, less than the hand-off
+    # to a worker thread costs, so the event loop runs it in place.
+    async def vault_account(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> Account:
         address = request.client.host if request.client else "unknown"
@@ -159,7 +163,9 @@ def build_vault_router(vault: VaultService, authenticator: Authenticator) -> API
     @router.post(
         "/records/{record_id}/logins", summary="Start a login: send KE1, get KE2 (counts a guess)"
     )
-    def login_start(record_id: str, body: LoginRequest, account: AccountDep) -> dict[str, Any]:
+    async def login_start(
+        record_id: str, body: LoginRequest, account: AccountDep
+    ) -> dict[str, Any]:
         _check_id(record_id, "record id")
         ke1 = _decode(body.ke1, "ke1")
         challenge = _call(lambda: vault.login_start(account.id, record_id, ke1))
@@ -172,7 +178,7 @@ def build_vault_router(vault: VaultService, authenticator: Authenticator) -> API
     @router.post(
         "/logins/{login_id}", summary="Finish a login: send KE3, get the wrapped master key"
     )
-    def login_finish(login_id: str, body: LoginFinish, account: AccountDep) -> Response:
+    async def login_finish(login_id: str, body: LoginFinish, account: AccountDep) -> Response:
         _check_id(login_id, "login id")
         ke3 = _decode(body.ke3, "ke3")
         try:
@@ -185,7 +191,7 @@ def build_vault_router(vault: VaultService, authenticator: Authenticator) -> API
         return JSONResponse({"record_id": record_id, "release": _encode(release)})
 
     @router.delete("/logins/{login_id}", summary="Give up a login whose password was wrong")
-    def login_abort(login_id: str, account: AccountDep) -> dict[str, Any]:
+    async def login_abort(login_id: str, account: AccountDep) -> dict[str, Any]:
         _check_id(login_id, "login id")
         guesses_left = _call(lambda: vault.login_abort(account.id, login_id))
         return {"guesses_left": guesses_left}

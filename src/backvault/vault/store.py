@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+
+# Execution option that marks a connection whose transactions write; the server's SQLite
+# engine begins those with BEGIN IMMEDIATE (backvault.server.metadata).
+WRITE_OPTION = "backvault_write"
 
 STATE_ACTIVE = "active"
 STATE_DESTROYED = "destroyed"
@@ -77,6 +81,46 @@ def define_tables(schema: sa.MetaData) -> VaultTables:
         sa.Column("created_ns", sa.BigInteger, nullable=False),
     )
     return VaultTables(records, logins, server_key)
+
+
+class _LoginStatements:
+    """The statements of a login's two transactions, built once with bind parameters.
+
+    Building a SQLAlchemy statement and its cache key cost more CPU than running it on
+    SQLite; a login runs these four, so they are made when the store is.
+    """
+
+    def __init__(self, tables: VaultTables) -> None:
+        records, logins = tables.records, tables.logins
+        record_key = sa.and_(
+            records.c.account_id == sa.bindparam("b_account_id"),
+            records.c.record_id == sa.bindparam("b_record_id"),
+        )
+        self.take_guess = (
+            records.update()
+            .where(
+                record_key,
+                records.c.state == STATE_ACTIVE,
+                records.c.guesses_used < records.c.guess_limit,
+            )
+            .values(guesses_used=records.c.guesses_used + 1)
+            .returning(records.c.sealed, records.c.guess_limit, records.c.guesses_used)
+        )
+        self.add_login = logins.insert()
+        self.take_login = (
+            logins.delete()
+            .where(
+                logins.c.login_id == sa.bindparam("b_login_id"),
+                logins.c.account_id == sa.bindparam("b_account_id"),
+            )
+            .returning(*logins.c)
+        )
+        self.reset_guesses = (
+            records.update()
+            .where(record_key, records.c.state == STATE_ACTIVE)
+            .values(guesses_used=0)
+            .returning(records.c.sealed)
+        )
 
 
 @dataclass(frozen=True, repr=False)
@@ -149,14 +193,25 @@ VerifyLogin = Callable[[PendingLogin], bool]
 class VaultStore:
     """The vault's rows in the server's metadata database."""
 
-    def __init__(self, engine: Engine, tables: VaultTables, *, sqlite: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tables: VaultTables,
+        *,
+        sqlite: bool,
+        begin_write: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
+        """``begin_write`` starts a transaction that writes; the server passes its
+        Metadata.write_transaction, which makes SQLite writers take turns."""
         self._engine = engine
         self._tables = tables
         self._sqlite = sqlite
+        self._begin_write = begin_write or engine.execution_options(**{WRITE_OPTION: True}).begin
+        self._statements = _LoginStatements(tables)
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        with self._engine.begin() as connection:
+        with self._begin_write() as connection:
             yield connection
 
     def _record_key(self, account_id: int, record_id: str) -> sa.ColumnElement[bool]:
@@ -258,29 +313,22 @@ class VaultStore:
         :class:`GuessOutcome` constant when no guess is left to take. A record whose
         guesses are all used and whose last logins have all ended is destroyed here.
         """
-        records, logins = self._tables.records, self._tables.logins
+        statements = self._statements
         now = time.time_ns()
         with self._transaction() as connection:
             row = connection.execute(
-                records.update()
-                .where(
-                    self._record_key(account_id, record_id),
-                    records.c.state == STATE_ACTIVE,
-                    records.c.guesses_used < records.c.guess_limit,
-                )
-                .values(guesses_used=records.c.guesses_used + 1)
-                .returning(records.c.sealed, records.c.guess_limit, records.c.guesses_used)
+                statements.take_guess, {"b_account_id": account_id, "b_record_id": record_id}
             ).first()
             if row is not None:
                 guesses_left = int(row.guess_limit - row.guesses_used)
                 sealed_state = respond(bytes(row.sealed), guesses_left)
                 # The login row is stored with the count, so a concurrent request never
                 # finds the guess counted without its login in progress.
-                connection.execute(logins.insert().values(
-                    login_id=login_id, account_id=account_id, record_id=record_id,
-                    counted=True, guesses_left=guesses_left, sealed_state=sealed_state,
-                    expires_ns=expires_ns,
-                ))
+                connection.execute(statements.add_login, {
+                    "login_id": login_id, "account_id": account_id, "record_id": record_id,
+                    "counted": True, "guesses_left": guesses_left,
+                    "sealed_state": sealed_state, "expires_ns": expires_ns,
+                })
                 return GuessTaken(guesses_left)
 
             outcome = self._no_guess_left(connection, account_id, record_id, now)
@@ -381,11 +429,8 @@ class VaultStore:
         self, connection: Connection, account_id: int, login_id: str
     ) -> tuple[PendingLogin, bool] | None:
         """Delete the login row and return it with whether it had expired."""
-        logins = self._tables.logins
         row = connection.execute(
-            logins.delete()
-            .where(logins.c.login_id == login_id, logins.c.account_id == account_id)
-            .returning(*logins.c)
+            self._statements.take_login, {"b_login_id": login_id, "b_account_id": account_id}
         ).first()
         if row is None:
             return None
@@ -400,12 +445,8 @@ class VaultStore:
         self, connection: Connection, account_id: int, record_id: str
     ) -> bytes | None:
         """Reset the count after a valid KE3; return the sealed record, or None if gone."""
-        records = self._tables.records
         row = connection.execute(
-            records.update()
-            .where(self._record_key(account_id, record_id), records.c.state == STATE_ACTIVE)
-            .values(guesses_used=0)
-            .returning(records.c.sealed)
+            self._statements.reset_guesses, {"b_account_id": account_id, "b_record_id": record_id}
         ).first()
         return bytes(row.sealed) if row is not None else None
 
