@@ -315,6 +315,7 @@ def test_token_never_logged(server: ServerProcess) -> None:
     last = access_lines[-1]
     for field in ("account_id", "method", "path", "status", "bytes_sent", "duration_ms"):
         assert field in last
+    assert last["client"] == "127.0.0.1"
 
 
 # Isolation --------------------------------------------------------------------------

@@ -131,6 +131,7 @@ class RequestObserver:
             "request",
             extra={
                 "account_id": state.get("account_id"),
+                "client": _client_address(scope),
                 "method": method,
                 "path": _loggable_path(scope["path"], route),
                 "status": status,
@@ -147,3 +148,10 @@ def _loggable_path(path: str, route: str) -> str:
     if any(parameter in route for parameter in SECRET_PATH_PARAMETERS):
         return route
     return path
+
+
+def _client_address(scope: Scope) -> str | None:
+    # The peer's address as uvicorn reports it (behind a proxy, with --proxy-headers
+    # and --forwarded-allow-ips, the address the proxy names).
+    client = scope.get("client")
+    return str(client[0]) if client else None
