@@ -110,6 +110,22 @@ def test_config_file(tmp_path: Path) -> None:
     assert "unknown setting 'colour'" in result.stderr
 
 
+def test_vault_alone(tmp_path: Path) -> None:
+    """--services vault serves accounts and the key vault, and no blob API."""
+    process = start_server(tmp_path / "data", extra=["--services", "vault"])
+    try:
+        _, token = process.create_account()
+        client = process.client(token)
+        assert client.get("/v1/account").status_code == 200
+        assert client.get("/v1/vault/records").json() == {"records": []}
+        assert client.post("/v1/repos/photos").status_code == 404
+        assert client.post(
+            "/v1/passkeys/ceremonies", json={"kind": "register", "name": "x", "prf_salt": "AA"}
+        ).status_code == 404
+    finally:
+        process.stop()
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -120,6 +136,7 @@ def test_config_file(tmp_path: Path) -> None:
         (["server", "--data-dir", "x", "--jwt-issuer", "i"], "need both a public key"),
         (["server", "--data-dir", "x", "--port", "http"], "invalid value 'http' for --port"),
         (["server", "--data-dir", "x", "--log-level", "loud"], "invalid log level 'loud'"),
+        (["server", "--data-dir", "x", "--services", "vault,mail"], "invalid services"),
     ],
 )
 def test_invalid_server_options(arguments: list[str], message: str) -> None:

@@ -140,7 +140,7 @@ def test_change_password(vault_server: ServerProcess, tmp_path: Path) -> None:
     owner = Machine(
         tmp_path / "owner", token, recovery_key_file=key_file, password_file=old_password
     )
-    old_record = add_password(owner, repo)["record_id"]
+    old_record = add_password(owner, repo, "--guess-limit", "4")["record_id"]
 
     changer = Machine(
         tmp_path / "changer", token, recovery_key_file=key_file, password_file=new_password
@@ -149,8 +149,11 @@ def test_change_password(vault_server: ServerProcess, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     changed = json.loads(result.stdout)
     assert changed["old_record_deleted"] is True
-    assert set(vault_records(vault_server, token)) == {changed["record_id"]}
+    records = vault_records(vault_server, token)
+    assert set(records) == {changed["record_id"]}
     assert old_record != changed["record_id"]
+    # The limit chosen for the old password carries over to the new one.
+    assert records[changed["record_id"]]["guess_limit"] == 4
 
     assert Machine(tmp_path / "with-new", token, password_file=new_password).run(
         "snapshots", "--repo", repo

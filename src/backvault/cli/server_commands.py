@@ -55,6 +55,8 @@ SERVE_OPTIONS = (
      "host name browsers use for this server (default: localhost)"),
     ("--passkey-origin", "URL", "scheme, host and port at which browsers open the passkey "
      "pages (default: http://RP_ID:PORT, or https:// with --tls-cert)"),
+    ("--services", "LIST", "the APIs to offer, separated by commas: blobs, vault, passkeys "
+     "(default: all; --services vault runs the key vault alone)"),
 )
 INTEGER_SETTINGS = ("port", "max_object_size")
 

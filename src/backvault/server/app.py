@@ -26,7 +26,7 @@ from backvault.server.errors import ApiError
 from backvault.server.metadata import Metadata, open_metadata
 from backvault.server.observability import Metrics, RequestObserver
 from backvault.server.passkey_routes import build_passkey_router
-from backvault.server.routes import Services, build_router
+from backvault.server.routes import Services, build_account_router, build_router
 from backvault.server.vault_routes import build_vault_router, open_vault
 from backvault.storage import StorageError
 
@@ -44,13 +44,17 @@ def create_app(config: ServerConfig) -> FastAPI:
         authenticator=Authenticator(metadata, config.jwt),
         max_object_size=config.max_object_size,
     )
-    vault = open_vault(metadata, config.vault, config.data_dir)
+    # Only a server that offers the vault opens the vault's keys.
+    vault = None
+    if "vault" in config.services:
+        vault = open_vault(metadata, config.vault, config.data_dir)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        vault.close()
+        if vault is not None:
+            vault.close()
         metadata.close()
 
     app = FastAPI(
@@ -59,12 +63,16 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="Accounts and an immutable blob store for end-to-end encrypted backups.",
         lifespan=lifespan,
     )
-    app.include_router(build_router(services))
-    app.include_router(build_vault_router(vault, services.authenticator))
-    relying_party = RelyingParty(
-        metadata, rp_id=config.passkey_rp_id, origin=config.passkey_origin
-    )
-    app.include_router(build_passkey_router(relying_party, services.authenticator))
+    app.include_router(build_account_router(services))
+    if "blobs" in config.services:
+        app.include_router(build_router(services))
+    if vault is not None:
+        app.include_router(build_vault_router(vault, services.authenticator))
+    if "passkeys" in config.services:
+        relying_party = RelyingParty(
+            metadata, rp_id=config.passkey_rp_id, origin=config.passkey_origin
+        )
+        app.include_router(build_passkey_router(relying_party, services.authenticator))
     _add_operations_routes(app, metadata, metrics)
     _add_error_handlers(app)
     app.add_middleware(RequestObserver, metrics=metrics)

@@ -40,6 +40,7 @@ DEFAULT_PORT = 8420
 DEFAULT_MAX_OBJECT_SIZE = 64 * 1024 * 1024  # bytes
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_PASSKEY_RP_ID = "localhost"
+SERVICES = ("blobs", "vault", "passkeys")  # every service, the default
 METADATA_FILE_NAME = "metadata.sqlite3"
 
 
@@ -71,6 +72,8 @@ class ServerConfig:
     # pages must be opened at passkey_origin (see docs/passkeys.md).
     passkey_rp_id: str = DEFAULT_PASSKEY_RP_ID
     passkey_origin: str = f"http://{DEFAULT_PASSKEY_RP_ID}:{DEFAULT_PORT}"
+    # Which APIs this server offers; an operator can run the key vault apart from blobs.
+    services: tuple[str, ...] = SERVICES
 
     @property
     def database_url(self) -> str:
@@ -89,7 +92,7 @@ _FILE_SETTINGS: dict[str, type] = {
     "data_dir": str, "database": str, "storage": str, "host": str, "port": int,
     "tls_cert": str, "tls_key": str, "log_level": str, "max_object_size": int,
     "jwt_public_key": str, "jwt_issuer": str, "jwt_audience": str, "vault": dict,
-    "passkey_rp_id": str, "passkey_origin": str,
+    "passkey_rp_id": str, "passkey_origin": str, "services": str,
 }
 
 
@@ -175,6 +178,7 @@ def build_config(settings: dict[str, Any]) -> ServerConfig:
         vault=_vault_settings(provided.get("vault")),
         passkey_rp_id=passkey_rp_id,
         passkey_origin=passkey_origin,
+        services=parse_services(provided.get("services")),
     )
 
 
@@ -275,3 +279,18 @@ def _checked_passkey_origin(origin: str, rp_id: str) -> str:
     if port is None or port == {"http": 80, "https": 443}[parts.scheme]:
         return f"{parts.scheme}://{host}"
     return f"{parts.scheme}://{host}:{port}"
+
+
+def parse_services(text: str | None) -> tuple[str, ...]:
+    """Parse a comma-separated list of services, such as ``vault`` or ``blobs,vault``."""
+    if text is None:
+        return SERVICES
+    names = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in SERVICES]
+    if unknown or not names:
+        raise ServerConfigError(
+            f"invalid services {text!r}",
+            hint=f"Give one or more of {', '.join(SERVICES)}, separated by commas, such as "
+            "--services vault for a key vault alone.",
+        )
+    return names

@@ -7,6 +7,7 @@ does not exist, so a client cannot probe which names other accounts use.
 
 # No "from __future__ import annotations" here: FastAPI reads the parameter annotations
 # at run time, and cannot resolve the local alias AccountDep from a string.
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -37,10 +38,7 @@ class Services:
     max_object_size: int
 
 
-def build_router(services: Services) -> APIRouter:
-    """Return the ``/v1`` router bound to ``services``."""
-    router = APIRouter(prefix="/v1")
-
+def _current_account(services: Services) -> Callable[..., Account]:
     def current_account(
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> Account:
@@ -49,7 +47,13 @@ def build_router(services: Services) -> APIRouter:
         request.state.account_id = account.id
         return account
 
-    AccountDep = Annotated[Account, Depends(current_account)]
+    return current_account
+
+
+def build_account_router(services: Services) -> APIRouter:
+    """Return the ``/v1/account`` route, which every kind of server has."""
+    router = APIRouter(prefix="/v1")
+    AccountDep = Annotated[Account, Depends(_current_account(services))]
 
     @router.get("/account", summary="Show the authenticated account")
     def show_account(account: AccountDep) -> dict[str, Any]:
@@ -62,6 +66,14 @@ def build_router(services: Services) -> APIRouter:
             "name": account.name, "append_only": account.append_only,
             "quota_bytes": account.quota_bytes, "used_bytes": account.used_bytes,
         }
+
+    return router
+
+
+def build_router(services: Services) -> APIRouter:
+    """Return the ``/v1/repos`` blob API bound to ``services``."""
+    router = APIRouter(prefix="/v1")
+    AccountDep = Annotated[Account, Depends(_current_account(services))]
 
     @router.get("/repos", summary="List the account's repositories")
     def list_repositories(account: AccountDep) -> dict[str, Any]:
