@@ -378,4 +378,4 @@ def test_find_device_none_plugged_in(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert "no FIDO2 security key found" in raised.value.message
     assert raised.value.hint is not None
-    assert "--fido2-device" in raised.value.hint
+    assert "--fido2-path" in raised.value.hint

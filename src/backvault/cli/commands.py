@@ -19,6 +19,12 @@ from backvault.cli.output import (
     print_json,
     print_path_line,
 )
+from backvault.cli.passkey_commands import (
+    describe_passkey,
+    passkey_listing,
+    passkey_unlock_requested,
+    unlock_with_passkey,
+)
 from backvault.cli.password_commands import password_unlock_requested, unlock_with_password
 from backvault.cli.recovery_display import render_qr_terminal, write_recovery_sheet
 from backvault.crypto.recovery import RecoveryKey, check_confirmation, confirmation_challenge
@@ -57,13 +63,17 @@ def repository_location(args: argparse.Namespace) -> str:
 
 
 def open_unlocked(args: argparse.Namespace) -> Repository:
-    """Open the repository and unlock it with the recovery key or the password slot.
+    """Open the repository and unlock it with a passkey, the recovery key or the password.
 
-    The password is used when no recovery key is given and BACKVAULT_PASSWORD_FILE (or
-    _COMMAND) is set, or when the repository has a password slot and a terminal can
-    prompt for the password.
+    A passkey is used for --passkey, --fido2-device or BACKVAULT_PASSKEY=1, unless
+    --recovery-key-file is given. The password is used when no recovery key is given and
+    BACKVAULT_PASSWORD_FILE (or _COMMAND) is set, or when the repository has a password
+    slot and a terminal can prompt for the password.
     """
     repository = api.open_repository(repository_location(args))
+    if passkey_unlock_requested(args):
+        unlock_with_passkey(repository, args)
+        return repository
     if password_unlock_requested(args.recovery_key_file, repository):
         unlock_with_password(repository)
         return repository
@@ -430,14 +440,22 @@ def command_key_verify(args: argparse.Namespace) -> int:
 def command_key_list(args: argparse.Namespace) -> int:
     repository = open_unlocked(args)
     slots = repository.key_slots()
+    passkeys = passkey_listing(slots)
     if args.json:
         print_json([
-            {"id": slot.name, "kind": slot.kind, "label": slot.label, "created_ns": slot.created_ns}
+            {
+                "id": slot.name, "kind": slot.kind, "label": slot.label,
+                "created_ns": slot.created_ns, **passkeys.get(slot.name, {}),
+            }
             for slot in slots
         ])
         return 0
     for slot in slots:
-        print(f"{slot.name}  {slot.kind:<10} {format_time(slot.created_ns)}  {slot.label}")
+        passkey = passkeys.get(slot.name)
+        details = f"  ({describe_passkey(passkey)})" if passkey is not None else ""
+        print(
+            f"{slot.name}  {slot.kind:<10} {format_time(slot.created_ns)}  {slot.label}{details}"
+        )
     return 0
 
 

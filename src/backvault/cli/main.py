@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from backvault import __version__
-from backvault.cli import commands, password_commands, server_commands
+from backvault.cli import commands, passkey_commands, password_commands, server_commands
 from backvault.cli.output import print_error
 from backvault.errors import BackvaultError
 
@@ -36,6 +36,7 @@ def _common_options() -> argparse.ArgumentParser:
         help="file that contains the recovery key (default: $BACKVAULT_RECOVERY_KEY_FILE)",
     )
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    passkey_commands.add_unlock_options(common)
     return common
 
 
@@ -124,6 +125,7 @@ def _add_key_commands(
     listing.set_defaults(handler=commands.command_key_list)
 
     password_commands.register(key_commands, common)
+    passkey_commands.register(key_commands, common)
 
 
 def _limit_heap_growth() -> None:

@@ -78,8 +78,10 @@ def register(key_commands: SubParsers, common: argparse.ArgumentParser) -> None:
     change.set_defaults(handler=command_key_change_password)
 
     remove = key_commands.add_parser(
-        "remove", parents=[common], help="remove a key slot (and its vault record)",
-        description="Remove a key slot. A password slot's vault record is deleted too. "
+        "remove", parents=[common],
+        help="remove a key slot (and its vault record or server passkey)",
+        description="Remove a key slot. A password slot's vault record is deleted too, "
+        "and so is the server's passkey of a passkey slot made in a browser. "
         "The last slot cannot be removed, and the recovery key slot only with --force.",
     )
     remove.add_argument("slot", metavar="SLOT", help="id (or a unique prefix) of the slot")
@@ -270,9 +272,12 @@ def command_key_change_password(args: argparse.Namespace) -> int:
     _unlock_for_key_change(args, repository)
 
     password = load_password(prompt="New password: ", new=True)
+    guess_limit = args.guess_limit
+    if guess_limit is None and vault_url == old_info.vault_url:
+        guess_limit = _record_guess_limit(old_info.vault_url, old_info.record_id)
     new_slot = _add_password_slot(
         repository, password, vault_url=vault_url, ksf=ksf,
-        label=args.label or old_slot.label, guess_limit=args.guess_limit,
+        label=args.label or old_slot.label, guess_limit=guess_limit,
     )
     repository.remove_key_slot(old_slot.name)
     old_record_deleted = _delete_vault_record(old_info.vault_url, old_info.record_id)
@@ -296,6 +301,7 @@ def command_key_change_password(args: argparse.Namespace) -> int:
 
 def command_key_remove(args: argparse.Namespace) -> int:
     from backvault.cli.commands import open_unlocked
+    from backvault.cli.passkey_commands import remove_server_passkey
     from backvault.crypto.password_slot import password_slot_info
     from backvault.vault.client import HttpVaultClient
 
@@ -322,12 +328,19 @@ def command_key_remove(args: argparse.Namespace) -> int:
         # run again, rather than leaving a record that nothing points to.
         with HttpVaultClient(info.vault_url) as client:
             client.delete_record(info.record_id)
+    # A passkey's server credential goes first too, for the same reason.
+    passkey_server = remove_server_passkey(slot) if slot.kind == "passkey" else None
     repository.remove_key_slot(slot.name)
 
     if args.json:
-        print_json({"removed": slot.name, "kind": slot.kind, "vault_record_deleted": record_id})
+        print_json({
+            "removed": slot.name, "kind": slot.kind, "vault_record_deleted": record_id,
+            "passkey_deleted_on": passkey_server,
+        })
         return 0
     suffix = f" and deleted vault record {record_id}" if record_id else ""
+    if passkey_server:
+        suffix = f" and deleted its passkey on {passkey_server}"
     print(f"removed {slot.kind} key slot {slot.name}{suffix}")
     return 0
 
@@ -394,6 +407,20 @@ def _add_password_slot(
             client.delete_record(str(slot.parameters["record_id"]))
             raise
     return slot
+
+
+def _record_guess_limit(vault_url: str, record_id: str) -> int | None:
+    """Return the guess limit of a vault record, so a new password keeps a chosen limit.
+
+    None (the vault's default) when the vault no longer lists the record.
+    """
+    from backvault.vault.client import HttpVaultClient
+
+    with HttpVaultClient(vault_url) as client:
+        for record in client.list_records():
+            if record.get("record_id") == record_id and isinstance(record.get("guess_limit"), int):
+                return int(record["guess_limit"])
+    return None
 
 
 def _delete_vault_record(vault_url: str, record_id: str) -> bool:

@@ -111,7 +111,7 @@ def find_fido2_device(path: str | None) -> CtapDevice:
     raise PasskeyError(
         "no FIDO2 security key found",
         hint="Plug in the security key and run the command again, or give its device with "
-        "--fido2-device /dev/hidrawN. On Linux your user needs read and write access to "
+        "--fido2-path /dev/hidrawN. On Linux your user needs read and write access to "
         "the key's /dev/hidraw* device, which the udev rules of libfido2 or of the key's "
         "maker grant.",
     )
