@@ -102,7 +102,10 @@ def test_wrong_passwords_destroy_record(vault_server: ServerProcess, tmp_path: P
     add_password(owner, repo)
 
     guesser = Machine(tmp_path / "guesser", token, password_file=wrong_file)
-    for attempt in range(1, GUESS_LIMIT + 1):
+    assert guesser.run("snapshots", "--repo", repo).returncode == EXIT_WRONG_PASSWORD
+    listed = owner.run("key", "list", "--repo", repo)
+    assert f"{GUESS_LIMIT - 1} wrong guesses allowed" in listed.stdout, listed.stderr
+    for attempt in range(2, GUESS_LIMIT + 1):
         result = guesser.run("snapshots", "--repo", repo)
         assert result.returncode == EXIT_WRONG_PASSWORD, result.stderr
         left = GUESS_LIMIT - attempt
@@ -130,6 +133,10 @@ def test_wrong_passwords_destroy_record(vault_server: ServerProcess, tmp_path: P
     with_key = Machine(tmp_path / "owner-with-key", token, recovery_key_file=key_file)
     result = with_key.run("snapshots", "--repo", repo)
     assert result.returncode == 0, result.stderr
+    listed = with_key.run("key", "list", "--repo", repo, "--json")
+    [password_slot] = [slot for slot in json.loads(listed.stdout) if slot["kind"] == "password"]
+    assert password_slot["record_state"] == "destroyed"
+    assert password_slot["vault"] == vault_server.url
 
 
 def test_change_password(vault_server: ServerProcess, tmp_path: Path) -> None:

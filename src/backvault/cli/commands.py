@@ -25,7 +25,12 @@ from backvault.cli.passkey_commands import (
     passkey_unlock_requested,
     unlock_with_passkey,
 )
-from backvault.cli.password_commands import password_unlock_requested, unlock_with_password
+from backvault.cli.password_commands import (
+    describe_password_slot,
+    password_listing,
+    password_unlock_requested,
+    unlock_with_password,
+)
 from backvault.cli.recovery_display import render_qr_terminal, write_recovery_sheet
 from backvault.crypto.recovery import RecoveryKey, check_confirmation, confirmation_challenge
 from backvault.errors import (
@@ -441,18 +446,24 @@ def command_key_list(args: argparse.Namespace) -> int:
     repository = open_unlocked(args)
     slots = repository.key_slots()
     passkeys = passkey_listing(slots)
+    passwords = password_listing(slots)
     if args.json:
         print_json([
             {
                 "id": slot.name, "kind": slot.kind, "label": slot.label,
                 "created_ns": slot.created_ns, **passkeys.get(slot.name, {}),
+                **passwords.get(slot.name, {}),
             }
             for slot in slots
         ])
         return 0
     for slot in slots:
-        passkey = passkeys.get(slot.name)
-        details = f"  ({describe_passkey(passkey)})" if passkey is not None else ""
+        passkey, password = passkeys.get(slot.name), passwords.get(slot.name)
+        details = ""
+        if passkey is not None:
+            details = f"  ({describe_passkey(passkey)})"
+        elif password is not None:
+            details = f"  ({describe_password_slot(password)})"
         print(
             f"{slot.name}  {slot.kind:<10} {format_time(slot.created_ns)}  {slot.label}{details}"
         )

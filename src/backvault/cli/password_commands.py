@@ -446,3 +446,74 @@ def _print_added(args: argparse.Namespace, slot: KeySlot, vault_url: str) -> Non
           f"{parameters['record_id']})")
     print("keep the recovery key too: it is the way back if the password is forgotten or "
           "the vault destroys the record after too many wrong passwords")
+
+
+# Listing --------------------------------------------------------------------------------
+
+
+def password_listing(slots: list[KeySlot]) -> dict[str, dict[str, Any]]:
+    """Describe the password slots among ``slots`` for ``key list``, keyed by slot name.
+
+    Each entry has the ``vault``, the ``record_id`` and the record's ``record_state``
+    (``active``, ``destroyed``, ``missing`` when the vault does not list it, or
+    ``unknown`` when the vault cannot be reached), with ``guesses_left`` for an active
+    record. Each vault is asked once.
+    """
+    from backvault.crypto.password_slot import password_slot_info
+
+    listing: dict[str, dict[str, Any]] = {}
+    vault_lists: dict[str, dict[str, dict[str, Any]] | None] = {}
+    for slot in slots:
+        if slot.kind != KIND_PASSWORD:
+            continue
+        try:
+            info = password_slot_info(slot)
+        except BackvaultError:
+            listing[slot.name] = {"record_state": "damaged"}
+            continue
+        if info.vault_url not in vault_lists:
+            vault_lists[info.vault_url] = _read_vault_records(info.vault_url)
+        records = vault_lists[info.vault_url]
+        entry: dict[str, Any] = {"vault": info.vault_url, "record_id": info.record_id}
+        if records is None:
+            entry["record_state"] = "unknown"
+        elif info.record_id not in records:
+            entry["record_state"] = "missing"
+        else:
+            record = records[info.record_id]
+            entry["record_state"] = record.get("state")
+            entry["guesses_left"] = record.get("guesses_left")
+        listing[slot.name] = entry
+    return listing
+
+
+def _read_vault_records(vault_url: str) -> dict[str, dict[str, Any]] | None:
+    from backvault.vault.client import HttpVaultClient
+
+    try:
+        with HttpVaultClient(vault_url) as client:
+            return {str(record.get("record_id")): record for record in client.list_records()}
+    except BackvaultError as error:
+        print(
+            f"warning: cannot read the records of the vault {vault_url}, so their state is "
+            f"not shown: {error.message}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def describe_password_slot(entry: dict[str, Any]) -> str:
+    """Return the text ``key list`` shows after a password slot's label."""
+    state = entry.get("record_state")
+    vault = entry.get("vault", "")
+    if state == "active":
+        left = entry.get("guesses_left")
+        plural = "guess" if left == 1 else "guesses"
+        return f"vault {vault}, {left} wrong {plural} allowed"
+    if state == "destroyed":
+        return f"vault {vault}, record destroyed after too many wrong passwords"
+    if state == "missing":
+        return f"vault {vault}, record gone from the vault"
+    if state == "unknown":
+        return f"vault {vault}, state unknown (vault not reached)"
+    return "damaged"
