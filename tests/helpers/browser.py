@@ -48,6 +48,7 @@ CHROMIUM_ARGUMENTS = [
 ]
 SCREENSHOT_DIR_VARIABLE = "BACKVAULT_SCREENSHOT_DIR"
 SCREENSHOT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+DEFAULT_SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
 @dataclass
@@ -121,15 +122,14 @@ def authenticator_page(browser: Browser, *, prf: bool = True) -> Iterator[Authen
 def screenshot_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return the folder for screenshots, and print where it is.
 
-    It is ``$BACKVAULT_SCREENSHOT_DIR`` when that is set (created if missing), else a
-    new folder under pytest's temporary directory.
+    It is ``$BACKVAULT_SCREENSHOT_DIR`` when that is set, else ``test-artifacts/screenshots``
+    in the checkout (ignored by git), so a reviewer finds them after the run; created if
+    missing. ``tmp_path_factory`` is kept for callers that pass it.
     """
+    del tmp_path_factory
     configured = os.environ.get(SCREENSHOT_DIR_VARIABLE)
-    if configured:
-        directory = Path(configured).absolute()
-        directory.mkdir(parents=True, exist_ok=True)
-    else:
-        directory = tmp_path_factory.mktemp("screenshots")
+    directory = Path(configured).absolute() if configured else DEFAULT_SCREENSHOT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
     print(f"screenshots of the passkey pages are saved in {directory}")
     return directory
 
