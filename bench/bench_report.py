@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +14,17 @@ from bench_measure import StepResult
 from bench_services import ServiceStats
 from load_test import LoadTestReport
 from make_dataset import DatasetStats, MutationStats
+from vault_login_bench import InProcessResult
+from vault_login_bench import LoadResult as LoginLoadResult
 
 MEGABYTE = 1_000_000
 BACKUP_STEPS = ("backup-1", "backup-2", "backup-3")
+LOGIN_TARGET_PER_SECOND = 500.0
+LOGIN_TARGET_P99_MS = 50.0
+LOGIN_TARGET = (f">= {LOGIN_TARGET_PER_SECOND:.0f} full logins/s with p99 < "
+                f"{LOGIN_TARGET_P99_MS:.0f} ms")
+# Display names of the values of LoadResult.database in vault_login_bench.py.
+DATABASE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 @dataclass
@@ -58,6 +69,25 @@ class ToolRun:
 
 
 @dataclass
+class VaultLoginReport:
+    """One run of ``bench/vault_login_bench.py``: its command, conditions and results."""
+
+    command: str
+    date_utc: str
+    load_average_at_start: tuple[float, float, float]
+    load_average_at_end: tuple[float, float, float]
+    load: LoginLoadResult
+    in_process: InProcessResult
+
+    @property
+    def target_met(self) -> bool:
+        """Whether every login succeeded at the target rate and p99 latency."""
+        return (self.load.errors == 0
+                and self.load.logins_per_second >= LOGIN_TARGET_PER_SECOND
+                and self.load.latency_ms_p99 < LOGIN_TARGET_P99_MS)
+
+
+@dataclass
 class BenchmarkResults:
     """Everything one ``bench/run.py`` invocation measured."""
 
@@ -75,6 +105,8 @@ class BenchmarkResults:
     load_average_at_end: tuple[float, float, float] | None = None
     load_test: LoadTestReport | None = None
     load_test_error: str = ""
+    vault_logins: VaultLoginReport | None = None
+    vault_logins_error: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -248,6 +280,17 @@ def load_test_rows(load_test: LoadTestReport | None) -> list[list[str]]:
             for result in load_test.results]
 
 
+def vault_login_rows(report: VaultLoginReport | None) -> list[list[str]]:
+    """Return the password-login target as a row of the targets table."""
+    if report is None:
+        return []
+    load = report.load
+    return [["full password logins/s and p99 latency", "backvault server, key vault",
+             f"{LOGIN_TARGET}, no errors",
+             f"{load.logins_per_second:.0f}/s, p99 {load.latency_ms_p99:.1f} ms",
+             "met" if report.target_met else "not met"]]
+
+
 def steps_table(runs: list[ToolRun]) -> list[str]:
     rows = []
     for run in runs:
@@ -324,6 +367,74 @@ def load_test_section(results: BenchmarkResults) -> list[str]:
         lines += [f"The server process used {server.cpu_seconds:.1f} s of CPU and "
                   f"{megabytes(server.peak_rss_bytes)} MB peak RSS over the whole test."]
     return [*lines, ""]
+
+
+# Measured by hand, because run.py does not run bench/opaque_bench.py.
+OPAQUE_BENCH_PARAGRAPH = (
+    "`bench/opaque_bench.py` times the server half of OPAQUE alone (`server_login_start` + "
+    "`server_login_finish`, no database, no HTTP) on one pinned core. `bench/run.py` does "
+    "not run it; these figures are from a run by hand on 2026-12-04 on the 2-core "
+    "development machine, with `.venv/bin/python bench/opaque_bench.py --logins 1000`: "
+    "2340 logins/s for a registered credential (p50 452.7 us) and 3080 logins/s for an "
+    "unknown one, which gets a fake KE2 (p50 295.7 us)."
+)
+
+
+def vault_login_section(results: BenchmarkResults) -> list[str]:
+    report = results.vault_logins
+    heading = ["## Password logins (key vault)", ""]
+    if report is None:
+        if not results.vault_logins_error:
+            return []
+        return [*heading, "The password-login benchmark failed:", "", "```",
+                results.vault_logins_error.strip(), "```", "", OPAQUE_BENCH_PARAGRAPH, ""]
+
+    load = report.load
+    in_process = report.in_process
+    lines = [
+        *heading,
+        f"Command, run from the repository root on {report.date_utc} UTC (load average "
+        f"{load_average(report.load_average_at_start)} at the start, "
+        f"{load_average(report.load_average_at_end)} at the end):",
+        "",
+        f"`{report.command}`",
+        "",
+        "`bench/vault_login_bench.py` measures full password logins through the server. It "
+        f"starts its own server on 127.0.0.1 under uvicorn with {load.workers} workers, "
+        f"{DATABASE_NAMES.get(load.database, load.database)} metadata and the vault keys "
+        "in a key file. It registers one password record per client thread with the "
+        "identity key-stretching function: "
+        "Argon2id runs on the client before KE3 and costs the server nothing, so it is left "
+        f"out. Then {load.client_processes} client processes of {load.client_threads} "
+        f"threads each run complete logins for {load.seconds:g} s: KE1 to KE2, KE3 to the "
+        "released wrapped key, and the unwrap of the master key. Each login must return "
+        "the right master key, or it counts as an error. The clients are a light load tool "
+        "on `http.client` with one keep-alive connection per thread; their OPAQUE and "
+        "unwrap steps are the command line's own code (`open_password_slot`). Server and "
+        "clients share the machine's CPUs. Latency is that of whole logins as the client "
+        "threads measure it. Server CPU is the utime + stime of uvicorn and its workers "
+        "from `/proc` over the measured time, divided by the logins.",
+        "",
+        f"The in-process figures time the vault service's `login_start` and `login_finish` "
+        f"calls without HTTP, in one thread, over {in_process.logins} logins (SQLite, key "
+        "file), and the client's OPAQUE and unwrap work between them.",
+        "",
+    ]
+    lines += table(["Measure", "Value"], [
+        ["full logins per second", f"{load.logins_per_second:.0f} ({load.logins} logins, "
+                                   f"{load.errors} errors)"],
+        ["login latency p50 / p90 / p99 / max (ms)",
+         f"{load.latency_ms_p50:.1f} / {load.latency_ms_p90:.1f} / "
+         f"{load.latency_ms_p99:.1f} / {load.latency_ms_max:.1f}"],
+        ["server CPU per login, HTTP included (ms)", f"{load.server_cpu_ms_per_login:.2f}"],
+        ["server time per login in process, no HTTP: `login_start` + `login_finish` (us)",
+         f"{in_process.login_start_us:.0f} + {in_process.login_finish_us:.0f} = "
+         f"{in_process.server_us_per_login:.0f}"],
+        ["client OPAQUE and unwrap time per login in process, no Argon2id (us)",
+         f"{in_process.client_us_per_login:.0f}"],
+        [f"target: {LOGIN_TARGET}, no errors", "met" if report.target_met else "not met"],
+    ])
+    return [*lines, "", OPAQUE_BENCH_PARAGRAPH, ""]
 
 
 def dataset_section(results: BenchmarkResults) -> list[str]:
@@ -421,10 +532,12 @@ def render_markdown(results: BenchmarkResults) -> str:
     lines += ["", "## Targets", ""]
     lines += ratio_table(results.runs)
     lines += table_rows(load_test_rows(results.load_test))
+    lines += table_rows(vault_login_rows(results.vault_logins))
     lines += ["", "Time and memory ratios below 1 favor the numerator tool; a throughput "
               "ratio above 1 favors it."]
     lines += server_throughput_line(results.runs)
     lines += ["", *load_test_section(results)]
+    lines += vault_login_section(results)
     lines += services_table(results.runs)
     lines += ["## Steps", ""]
     lines += steps_table(results.runs)
@@ -461,7 +574,50 @@ def to_json(results: BenchmarkResults) -> dict[str, Any]:
             "peak_rss_backup_bytes": run.peak_rss(BACKUP_STEPS),
             "peak_rss_restore_bytes": run.peak_rss(("restore",)),
         }
+    if results.vault_logins is not None:
+        data["vault_logins"]["derived"] = {
+            "target": LOGIN_TARGET,
+            "target_met": results.vault_logins.target_met,
+        }
     return data
+
+
+def from_json_value(kind: Any, value: Any) -> Any:
+    """Rebuild a value of the annotated type ``kind`` from what ``to_json`` wrote.
+
+    Handles the types that the result dataclasses use: dataclasses, lists, fixed-length
+    tuples, dicts and ``X | None``. Keys that are not fields, such as ``derived``, are
+    dropped, and missing fields take their defaults, so older reports still load.
+    """
+    if value is None:
+        return None
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        names = {item.name for item in dataclasses.fields(kind) if item.init}
+        return kind(**{name: from_json_value(hints[name], item)
+                       for name, item in value.items() if name in names})
+    origin = typing.get_origin(kind)
+    arguments = typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        options = [option for option in arguments if option is not type(None)]
+        if len(options) != 1:
+            raise TypeError(f"cannot rebuild a value of the union {kind}")
+        return from_json_value(options[0], value)
+    if origin is list:
+        return [from_json_value(arguments[0], item) for item in value]
+    if origin is tuple:
+        return tuple(from_json_value(item_kind, item)
+                     for item_kind, item in zip(arguments, value, strict=True))
+    if origin is dict:
+        return {key: from_json_value(arguments[1], item) for key, item in value.items()}
+    return value
+
+
+def read_results(json_path: Path) -> BenchmarkResults:
+    """Read the results of an earlier run from the JSON file that write_reports wrote."""
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    results: BenchmarkResults = from_json_value(BenchmarkResults, data)
+    return results
 
 
 def safe_rate(byte_count: int, wall: float | None) -> float | None:

@@ -4,8 +4,9 @@
 For each tool: init, first backup, 1% change, second backup, no-change backup, restore of
 the latest snapshot with a byte-for-byte comparison, and a check that reads all data.
 backvault runs on a local directory, on a backvault server and on a moto S3 server, both
-on 127.0.0.1. A small-object load test against a backvault server follows. The results go
-to a Markdown report and a JSON file next to it. See bench/README.md.
+on 127.0.0.1. A small-object load test against a backvault server follows, then the key
+vault's password-login benchmark (bench/vault_login_bench.py). The results go to a Markdown
+report and a JSON file next to it. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import sysconfig
 import time
@@ -34,7 +37,15 @@ from bench_measure import (
     read_tree,
     tree_size_bytes,
 )
-from bench_report import BenchmarkResults, ToolRun, write_reports
+from bench_report import (
+    LOGIN_TARGET,
+    BenchmarkResults,
+    ToolRun,
+    VaultLoginReport,
+    from_json_value,
+    read_results,
+    write_reports,
+)
 from bench_services import ServiceError
 from bench_tools import (
     TOOL_NAMES,
@@ -47,6 +58,8 @@ from bench_tools import (
 )
 from load_test import LoadTestError, LoadTestReport, run_load_test, wrk_version
 from make_dataset import ComponentStats, DatasetError, DatasetStats
+from vault_login_bench import InProcessResult
+from vault_login_bench import LoadResult as LoginLoadResult
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOOLS = ",".join(TOOL_NAMES)
@@ -56,6 +69,17 @@ DEFAULT_MAX_START_LOAD = 1.5
 DEFAULT_LOAD_WAIT_SECONDS = 600
 LOAD_POLL_SECONDS = 30
 DEFAULT_LOAD_TEST_SECONDS = 10
+VAULT_LOGIN_SCRIPT = REPOSITORY_ROOT / "bench" / "vault_login_bench.py"
+DEFAULT_VAULT_LOGIN_SECONDS = 15.0
+DEFAULT_VAULT_LOGIN_CLIENTS = 2
+DEFAULT_VAULT_LOGIN_THREADS = 4
+VAULT_LOGIN_WORKERS = 2
+# Besides the measured time, vault_login_bench.py starts a server, registers, warms up and
+# times 2000 logins in process. That took about 12 s on the 2-core development machine, so
+# run.py stops the script only when it runs this much longer than --vault-login-seconds.
+VAULT_LOGIN_GRACE_SECONDS = 600.0
+STOP_TIMEOUT_SECONDS = 10.0
+LOG_TAIL_LINES = 20
 # Bumped when make_dataset.py changes what it builds, so older data sets are rebuilt.
 DATASET_FORMAT = 1
 MAX_LISTED_DIFFERENCES = 20
@@ -67,6 +91,10 @@ class BenchmarkError(Exception):
 
 class RestoreMismatch(Exception):
     """Raised when a restored tree differs from the data that was backed up."""
+
+
+class VaultLoginError(Exception):
+    """Raised when the password-login benchmark fails or writes no results."""
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -106,6 +134,22 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-load-test", action="store_true",
                         help="skip the small-object load test, which otherwise runs when "
                              "backvault-server is in --tools")
+    parser.add_argument("--no-vault-logins", action="store_true",
+                        help="skip the key vault's password-login benchmark, which otherwise "
+                             "runs last, whatever --tools names")
+    parser.add_argument("--only-vault-logins", action="store_true",
+                        help="run only the password-login benchmark and replace its section "
+                             "in the existing --output report and its JSON file, keeping the "
+                             "rest of that report")
+    parser.add_argument("--vault-login-seconds", type=float, default=DEFAULT_VAULT_LOGIN_SECONDS,
+                        help="measured time of the password-login benchmark, in seconds "
+                             f"(default: {DEFAULT_VAULT_LOGIN_SECONDS:g})")
+    parser.add_argument("--vault-login-clients", type=int, default=DEFAULT_VAULT_LOGIN_CLIENTS,
+                        help="client processes of the password-login benchmark "
+                             f"(default: {DEFAULT_VAULT_LOGIN_CLIENTS})")
+    parser.add_argument("--vault-login-threads", type=int, default=DEFAULT_VAULT_LOGIN_THREADS,
+                        help="login threads per client process of the password-login "
+                             f"benchmark (default: {DEFAULT_VAULT_LOGIN_THREADS})")
     return parser.parse_args(argv)
 
 
@@ -354,6 +398,195 @@ def run_tool(tool: BackupTool, version: str, work: Path, pristine: Path,
     return run
 
 
+# --- Password logins of the key vault ------------------------------------------------------
+
+
+def venv_python(backvault_bin: Path) -> Path:
+    """Return the Python next to the backvault executable, which has backvault installed.
+
+    The path is not resolved, because the virtual environment's ``python`` is a symlink to
+    the base interpreter, which lacks backvault.
+    """
+    for name in ("python", "python3"):
+        candidate = backvault_bin.parent / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise BenchmarkError(f"no python next to {backvault_bin}; the password-login benchmark "
+                         "runs with the Python of backvault's virtual environment. Pass "
+                         "--backvault-bin from that environment or --no-vault-logins")
+
+
+def check_vault_python(python: Path) -> None:
+    """Raise BenchmarkError unless ``python`` can import the vault service and uvicorn."""
+    command = [str(python), "-c", "import backvault.vault.service, uvicorn"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                               check=False, stdin=subprocess.DEVNULL)
+    if completed.returncode != 0:
+        last_line = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchmarkError(f"{python} cannot import backvault.vault.service and uvicorn "
+                             f"({last_line}); install backvault with its server extra "
+                             "(`bash scripts/setup.sh`) or pass --no-vault-logins")
+
+
+def check_vault_login_options(arguments: argparse.Namespace) -> None:
+    if arguments.no_vault_logins and arguments.only_vault_logins:
+        raise BenchmarkError("--no-vault-logins and --only-vault-logins exclude each other; "
+                             "pass one of them")
+    if arguments.vault_login_seconds <= 0:
+        raise BenchmarkError(f"--vault-login-seconds {arguments.vault_login_seconds:g} must "
+                             "be above 0")
+    for option, value in (("--vault-login-clients", arguments.vault_login_clients),
+                          ("--vault-login-threads", arguments.vault_login_threads)):
+        if value < 1:
+            raise BenchmarkError(f"{option} {value} must be at least 1")
+
+
+def display_path(path: Path) -> str:
+    """Return ``path`` relative to the repository root if it is inside it."""
+    absolute = path.absolute()
+    if absolute.is_relative_to(REPOSITORY_ROOT):
+        return str(absolute.relative_to(REPOSITORY_ROOT))
+    return str(absolute)
+
+
+def vault_login_command(python: Path, work: Path, json_path: Path,
+                        arguments: argparse.Namespace) -> list[str]:
+    """Return the command line of vault_login_bench.py, to run from the repository root."""
+    return [display_path(python), display_path(VAULT_LOGIN_SCRIPT),
+            "--work", str(work), "--json", str(json_path),
+            "--seconds", f"{arguments.vault_login_seconds:g}",
+            "--workers", str(VAULT_LOGIN_WORKERS),
+            "--clients", str(arguments.vault_login_clients),
+            "--threads", str(arguments.vault_login_threads)]
+
+
+def run_in_own_session(command: list[str], log_path: Path, timeout: float) -> int:
+    """Run ``command`` from the repository root with its output in ``log_path``.
+
+    The command runs in a new session, so that on a timeout or an interrupt its whole
+    process group (the script, its uvicorn server and its client processes) is stopped by
+    the group's id. Returns the exit status.
+    """
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPOSITORY_ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise VaultLoginError(f"{shlex.join(command)} did not finish within {timeout:.0f} s "
+                              f"and was stopped; see {log_path}") from error
+    finally:
+        if process.poll() is None:
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+
+def log_tail(log_path: Path) -> str:
+    lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def run_vault_logins(python: Path, work: Path,
+                     arguments: argparse.Namespace) -> VaultLoginReport:
+    """Run bench/vault_login_bench.py in a child process and read its JSON results.
+
+    The script exits with status 1 when some logins failed; its results are still read,
+    and they carry the error count.
+    """
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    json_path = work / "results.json"
+    log_path = work / "vault_login_bench.log"
+    command = vault_login_command(python, work, json_path, arguments)
+    load_average_at_start = os.getloadavg()
+    started = datetime.now(UTC)
+    status = run_in_own_session(command, log_path,
+                                arguments.vault_login_seconds + VAULT_LOGIN_GRACE_SECONDS)
+    if status not in (0, 1) or not json_path.is_file():
+        raise VaultLoginError(f"`{shlex.join(command)}` exited with status {status} and wrote "
+                              f"no results; the last lines of {log_path}:\n{log_tail(log_path)}")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+        load = from_json_value(LoginLoadResult, data["load"])
+        in_process = from_json_value(InProcessResult, data["in_process"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise VaultLoginError(f"{json_path} does not hold the results of "
+                              f"vault_login_bench.py: {error!r}") from error
+    return VaultLoginReport(command=shlex.join(command),
+                            date_utc=started.strftime("%Y-%m-%d %H:%M"),
+                            load_average_at_start=load_average_at_start,
+                            load_average_at_end=os.getloadavg(), load=load,
+                            in_process=in_process)
+
+
+def measure_vault_logins(python: Path, work: Path,
+                         arguments: argparse.Namespace) -> tuple[VaultLoginReport | None, str]:
+    """Run the password-login benchmark and print its figures; return the report or error."""
+    print("password logins (key vault)", flush=True)
+    try:
+        report = run_vault_logins(python, work, arguments)
+    except VaultLoginError as error:
+        print(f"ERROR: password logins: {error}", file=sys.stderr, flush=True)
+        return None, str(error)
+    load = report.load
+    print(f"  {load.logins_per_second:.0f} logins/s, {load.errors} errors, p50 "
+          f"{load.latency_ms_p50:.1f} ms, p99 {load.latency_ms_p99:.1f} ms, server CPU "
+          f"{load.server_cpu_ms_per_login:.2f} ms per login; target {LOGIN_TARGET}: "
+          f"{'met' if report.target_met else 'not met'}", flush=True)
+    return report, ""
+
+
+def vault_login_failure(report: VaultLoginReport | None, error: str) -> str | None:
+    """Return how the password-login benchmark failed, or None if every login succeeded."""
+    if error:
+        return "the password-login benchmark"
+    if report is not None and report.load.errors:
+        return f"the password-login benchmark ({report.load.errors} failed logins)"
+    return None
+
+
+def rerun_vault_logins(arguments: argparse.Namespace, work: Path, output: Path) -> int:
+    """Run only the password-login benchmark and rewrite its part of an existing report."""
+    json_path = output.with_suffix(".json")
+    try:
+        if not json_path.is_file():
+            raise BenchmarkError(f"--only-vault-logins needs the JSON file of an earlier run "
+                                 f"next to --output, but {json_path} does not exist; run "
+                                 "run.py without --only-vault-logins first")
+        try:
+            results = read_results(json_path)
+        except (ValueError, KeyError, TypeError) as error:
+            raise BenchmarkError(f"{json_path} is not a report of run.py: {error!r}") from error
+        python = venv_python(arguments.backvault_bin.resolve())
+        check_vault_python(python)
+    except BenchmarkError as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
+
+    wait_for_low_load(arguments.max_start_load, arguments.load_wait)
+    report, report_error = measure_vault_logins(python, work / "vault-logins", arguments)
+    results.vault_logins = report
+    results.vault_logins_error = report_error
+    write_reports(results, output)
+    print(f"rewrote {output} and {json_path} with the new password-login results", flush=True)
+    failure = vault_login_failure(report, report_error)
+    if failure is not None:
+        print(f"run.py: error: benchmark failed for {failure}; see its section in {output}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 # --- Main ---------------------------------------------------------------------------------
 
 
@@ -377,18 +610,26 @@ def main(argv: list[str] | None = None) -> int:
     output = arguments.output.resolve()
     names = [name.strip() for name in arguments.tools.split(",") if name.strip()]
 
-    load_average_at_start = os.getloadavg()
     try:
-        if not names:
-            raise BenchmarkError(f"--tools is empty; name at least one of {DEFAULT_TOOLS}")
-        if len(set(names)) != len(names):
-            raise BenchmarkError(f"--tools names a tool twice: {arguments.tools}")
         if work.is_relative_to(REPOSITORY_ROOT):
             raise BenchmarkError(f"--work {work} is inside the repository {REPOSITORY_ROOT}; "
                                  "pass a directory outside it, for example under /tmp")
         if output.suffix == ".json":
             raise BenchmarkError(f"--output {output} must be the Markdown report path; the "
                                  "JSON file is written next to it")
+        check_vault_login_options(arguments)
+    except BenchmarkError as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
+    if arguments.only_vault_logins:
+        return rerun_vault_logins(arguments, work, output)
+
+    load_average_at_start = os.getloadavg()
+    try:
+        if not names:
+            raise BenchmarkError(f"--tools is empty; name at least one of {DEFAULT_TOOLS}")
+        if len(set(names)) != len(names):
+            raise BenchmarkError(f"--tools names a tool twice: {arguments.tools}")
         try:
             tools = [make_tool(name, arguments.backvault_bin.resolve()) for name in names]
         except ValueError as error:
@@ -398,6 +639,10 @@ def main(argv: list[str] | None = None) -> int:
         run_load = "backvault-server" in names and not arguments.no_load_test
         if run_load:
             wrk_version()
+        vault_python: Path | None = None
+        if not arguments.no_vault_logins:
+            vault_python = venv_python(arguments.backvault_bin.resolve())
+            check_vault_python(vault_python)
 
         work.mkdir(parents=True, exist_ok=True)
         pristine, dataset = ensure_dataset(work, arguments.scale, arguments.rebuild_dataset)
@@ -428,6 +673,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {result.operation}: {result.requests_per_second:.1f} requests/s, "
                       f"p50 {result.latency_p50_ms:.2f} ms, p99 {result.latency_p99_ms:.2f} ms",
                       flush=True)
+
+    vault_logins: VaultLoginReport | None = None
+    vault_logins_error = ""
+    if vault_python is not None:
+        vault_logins, vault_logins_error = measure_vault_logins(
+            vault_python, work / "vault-logins", arguments)
     load_average_at_end = os.getloadavg()
     print(f"load average (1, 5, 15 min) at the end: {load_average_at_end}", flush=True)
 
@@ -453,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         load_average_at_end=load_average_at_end,
         load_test=load_test,
         load_test_error=load_test_error,
+        vault_logins=vault_logins,
+        vault_logins_error=vault_logins_error,
         notes=notes,
     )
     json_path = write_reports(results, output)
@@ -461,9 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = [run.tool for run in runs if not run.succeeded]
     if load_test_error:
         failed.append("the small-object load test")
+    vault_failure = vault_login_failure(vault_logins, vault_logins_error)
+    if vault_failure is not None:
+        failed.append(vault_failure)
     if failed:
-        print(f"run.py: error: benchmark failed for {', '.join(failed)}; see the Failures "
-              f"section of {output}", file=sys.stderr)
+        print(f"run.py: error: benchmark failed for {', '.join(failed)}; see the Failures, "
+              f"load test and password-login sections of {output}", file=sys.stderr)
         return 1
     return 0
 
