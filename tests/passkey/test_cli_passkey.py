@@ -26,6 +26,8 @@ from backvault.passkey.client import encode_base64url
 from backvault.passkey.handoff import HandoffError
 from backvault.passkey.slot import create_passkey_slot
 from backvault.repository.repository import Repository
+from backvault.storage import http as http_storage
+from backvault.storage.retry import RetryPolicy
 from tests.conftest import LocalRepository
 from tests.helpers.soft_ctap2 import SoftCtap2Authenticator
 from tests.server.conftest import ServerProcess, start_server, unique_name
@@ -451,3 +453,24 @@ def test_page_address_replaces_fragment() -> None:
     address = page_address("http://localhost:8443/passkey/enrol#ceremony=old", "new-id", 4321, "st")
 
     assert address == "http://localhost:8443/passkey/enrol#ceremony=new-id&port=4321&state=st"
+
+
+def test_unreachable_passkey_server_names_the_way_back(
+    local_repository: LocalRepository, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The hint names the passkey's server and the recovery key, not --repo."""
+    add_webauthn_slot(local_repository, "http://127.0.0.1:9", b"credential")
+    monkeypatch.setenv("BACKVAULT_TOKEN", "bv_unused")
+    monkeypatch.setattr(http_storage, "RETRY_POLICY", RetryPolicy(attempts=1))
+
+    exit_code, _, stderr = run(
+        capsys, "snapshots", "--passkey", "--no-browser",
+        *repo_options(local_repository, recovery_key=False),
+    )
+
+    assert exit_code != 0
+    assert "cannot reach the backvault server http://127.0.0.1:9" in stderr
+    assert "passkey server runs at this address" in stderr
+    assert "recovery key" in stderr
+    assert "--repo" not in stderr

@@ -297,6 +297,32 @@ def test_passkey_without_prf_is_refused(
     assert server_passkeys(server, machine.token) == []
 
 
+def test_unlock_where_the_passkey_gives_no_prf(
+    server: ServerProcess, machine: Machine, chromium: Browser
+) -> None:
+    """A synced passkey used in a browser without PRF: the unlock says so in unlock words."""
+    with authenticator_page(chromium, prf=True) as tab:
+        exit_code, _, command = add_passkey(machine, tab.page, "synced")
+        assert exit_code == 0, command.stderr
+        [credential] = tab.credentials()
+
+    with authenticator_page(chromium, prf=False) as tab:
+        # The same credential, as a password manager that syncs it would hold it.
+        tab.session.send("WebAuthn.addCredential", {
+            "authenticatorId": tab.authenticator_id, "credential": credential,
+        })
+        unlock = machine.start("snapshots", "--passkey", "--no-browser", recovery_key=False)
+        _, url = unlock.wait_for_page_address()
+        press_page_button(tab.page, url)
+        exit_code, stdout = unlock.finish()
+
+    assert exit_code == 2, unlock.stderr
+    assert stdout == ""
+    assert "the passkey gave the browser no key for this repository" in unlock.stderr
+    assert "recovery key" in unlock.stderr
+    assert "No key slot was added" not in unlock.stderr
+
+
 def test_passkey_listed_and_removed_with_server_credential(
     server: ServerProcess, machine: Machine, chromium: Browser
 ) -> None:

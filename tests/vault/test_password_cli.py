@@ -194,6 +194,12 @@ def test_remove_password_slot(vault_server: ServerProcess, tmp_path: Path) -> No
     last = with_key.run("key", "remove", "--repo", repo, recovery_slot["id"])
     assert last.returncode == 2
     assert "last one" in last.stderr
+    # The refusal comes before any unlocking, so it needs no secret at all.
+    without_secret = Machine(tmp_path / "no-secret", token).run(
+        "key", "remove", "--repo", repo, recovery_slot["id"]
+    )
+    assert without_secret.returncode == 2
+    assert "last one" in without_secret.stderr
 
 
 def test_local_repository_needs_vault_option(

@@ -76,15 +76,20 @@ def open_unlocked(args: argparse.Namespace) -> Repository:
     slot and a terminal can prompt for the password.
     """
     repository = api.open_repository(repository_location(args))
+    unlock(repository, args)
+    return repository
+
+
+def unlock(repository: Repository, args: argparse.Namespace) -> None:
+    """Unlock an opened repository as :func:`open_unlocked` describes."""
     if passkey_unlock_requested(args):
         unlock_with_passkey(repository, args)
-        return repository
+        return
     if password_unlock_requested(args.recovery_key_file, repository):
         unlock_with_password(repository)
-        return repository
+        return
     recovery_key = load_recovery_key(args.recovery_key_file)
     repository.unlock_with_recovery_key(recovery_key)
-    return repository
 
 
 # init -------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from fido2.ctap import CtapDevice
 
     from backvault.passkey.client import Ceremony, PasskeyServerClient
+    from backvault.passkey.handoff import HandoffError
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -191,13 +192,14 @@ def _unlock_in_browser(
     repository: Repository, slots: list[tuple[KeySlot, PasskeySlotInfo]], *, no_browser: bool
 ) -> None:
     from backvault.passkey.client import PasskeyServerClient, encode_base64url
+    from backvault.passkey.handoff import HandoffError
 
     in_browser = [(slot, info) for slot, info in slots if info.method == METHOD_WEBAUTHN]
     if not in_browser:
         raise UsageError(
             "the passkeys of this repository are on security keys, which the browser does "
             "not reach here",
-            hint="Unlock with --fido2-device [PATH] and the security key plugged in.",
+            hint="Unlock with --fido2-device and the security key plugged in.",
         )
     server = _choose_server(in_browser, repository.backend.location)
     on_server = [(slot, info) for slot, info in in_browser if info.server == server]
@@ -219,9 +221,12 @@ def _unlock_in_browser(
         ceremony = client.start_authentication(
             [(info.credential_id, info.prf_salt) for _, info in offered]
         )
-        result = run_browser_handoff(
-            ceremony, action="unlock the repository", no_browser=no_browser
-        )
+        try:
+            result = run_browser_handoff(
+                ceremony, action="unlock the repository", no_browser=no_browser
+            )
+        except HandoffError as error:
+            raise _unlock_handoff_error(error) from None
     answer = decode_handoff_result(result, "authenticate")
     for slot, info in offered:
         if info.credential_id == answer.credential_id:
@@ -230,6 +235,22 @@ def _unlock_in_browser(
     raise PasskeyError(
         "the browser returned a passkey that no key slot of this repository uses",
         hint="Run the command again and choose the passkey you added to this repository.",
+    )
+
+
+def _unlock_handoff_error(error: HandoffError) -> HandoffError:
+    """Reword the enrolment's "no PRF" refusal for an unlock, where no slot is being added."""
+    from backvault.passkey.handoff import HandoffError
+
+    if error.code != "no-prf":
+        return error
+    return HandoffError(
+        "the passkey gave the browser no key for this repository: this browser, or the "
+        "device that keeps the passkey, does not support the PRF extension",
+        hint="Open the address in the browser where you created the passkey, or in another "
+        "browser with PRF support (see 'Passkeys' in the README); or open the repository "
+        "with the recovery key.",
+        code=error.code, posted=error.posted,
     )
 
 

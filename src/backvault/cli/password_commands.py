@@ -300,12 +300,14 @@ def command_key_change_password(args: argparse.Namespace) -> int:
 
 
 def command_key_remove(args: argparse.Namespace) -> int:
-    from backvault.cli.commands import open_unlocked
+    from backvault.cli.commands import repository_location, unlock
     from backvault.cli.passkey_commands import remove_server_passkey
     from backvault.crypto.password_slot import password_slot_info
     from backvault.vault.client import HttpVaultClient
 
-    repository = open_unlocked(args)
+    # The slots can be listed before unlocking, so a removal that would be refused is
+    # refused before the user types a password or confirms a passkey.
+    repository = api.open_repository(repository_location(args))
     slots = repository.key_slots()
     slot = find_slot(slots, args.slot)
     if len(slots) == 1:
@@ -316,9 +318,10 @@ def command_key_remove(args: argparse.Namespace) -> int:
     if slot.kind == KIND_RECOVERY and not args.force:
         raise UsageError(
             f"key slot {slot.name} is the recovery key, the way back when a password is "
-            "forgotten or its vault record is erased",
+            "forgotten, its vault record is erased, or a passkey is lost",
             hint="Keep it. To remove it anyway, run the command again with --force.",
         )
+    unlock(repository, args)
 
     record_id = None
     if slot.kind == KIND_PASSWORD:

@@ -154,7 +154,13 @@ class PasskeyServerClient:
         return Ceremony(ceremony_id, page, float(expires_in))
 
     def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
-        return send_with_retries(self._client, self._origin, method, self._base + path, **options)
+        return send_with_retries(
+            self._client, self._origin, method, self._base + path,
+            unreachable_hint="Check that the passkey server runs at this address (given "
+            "with --server, or stored with the passkey's key slot). To open the repository "
+            "without it, use the recovery key.",
+            **options,
+        )
 
 
 def _json(response: httpx.Response, url: str) -> dict[str, Any]:

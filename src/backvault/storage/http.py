@@ -181,13 +181,17 @@ def _caused_by_tls_error(error: BaseException) -> bool:
     return False
 
 
+UNREACHABLE_REPOSITORY_HINT = "Check that the server runs and that the address in --repo is right."
+
+
 def send_with_retries(
-    client: httpx.Client, origin: str, method: str, path: str, **options: Any
+    client: httpx.Client, origin: str, method: str, path: str,
+    *, unreachable_hint: str = UNREACHABLE_REPOSITORY_HINT, **options: Any,
 ) -> httpx.Response:
     """Send a request, again after connection errors and 429 or 5xx responses.
 
     Returns the last response, whatever its status, and raises :class:`StorageError`
-    only when the server could not be reached at all.
+    only when the server could not be reached at all, with ``unreachable_hint``.
     """
 
     def attempt() -> httpx.Response:
@@ -212,7 +216,7 @@ def send_with_retries(
         raise StorageError(
             f"cannot reach the backvault server {origin} after {RETRY_POLICY.attempts} "
             f"attempts: {error.__class__.__name__}: {error}",
-            hint="Check that the server runs and that the address in --repo is right.",
+            hint=unreachable_hint,
         ) from error
 
 

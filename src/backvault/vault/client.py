@@ -156,7 +156,12 @@ class HttpVaultClient:
     # Requests -------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
-        return send_with_retries(self._client, self._origin, method, self._base + path, **options)
+        return send_with_retries(
+            self._client, self._origin, method, self._base + path,
+            unreachable_hint="Check that the key vault runs at this address (it was stored "
+            "with the password's key slot), or open the repository with the recovery key.",
+            **options,
+        )
 
     def _send_once(self, method: str, path: str, **options: Any) -> httpx.Response:
         """Send a request that the server may count; again only if it was never received."""
