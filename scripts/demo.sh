@@ -12,7 +12,7 @@ work=$(mktemp -d /tmp/backvault-demo.XXXXXX)
 export BACKVAULT_REPOSITORY="$work/repository"
 export BACKVAULT_RECOVERY_KEY_FILE="$work/recovery-key.txt"
 
-echo "== backvault init --repo $BACKVAULT_REPOSITORY"
+echo "== backvault init (BACKVAULT_REPOSITORY=$BACKVAULT_REPOSITORY)"
 backvault init --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["recovery_key"])' \
     > "$BACKVAULT_RECOVERY_KEY_FILE"
 chmod 600 "$BACKVAULT_RECOVERY_KEY_FILE"

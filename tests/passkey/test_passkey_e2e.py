@@ -19,6 +19,7 @@ import re
 import secrets
 import subprocess
 import threading
+import time
 import webbrowser
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ from tests.server.conftest import ServerProcess, run_backvault, start_server, un
 ADDRESS_LINE = re.compile(r"Open this address in a browser to (?P<action>[^:]+): (?P<url>\S+)")
 PAGE_TIMEOUT = 20_000  # milliseconds for a page to reach a state
 COMMAND_TIMEOUT = 60.0  # seconds for a command to print its address or to finish
-DONE_TEXT = "Done. You can close this tab and return to the terminal."
+ENROL_DONE_TEXT = "Passkey created. You can close this tab; the terminal says whether it was added."
+UNLOCK_DONE_TEXT = "Passkey accepted. You can close this tab; the terminal shows the rest."
 
 
 # Fixtures -------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ def test_passkey_alone_restores_backup(
     source = make_source_tree(tmp_path / "source")
     with authenticator_page(chromium, prf=True) as tab:
         exit_code, stdout, command = add_passkey(machine, tab.page, "laptop")
-        status_text(tab.page).to_have_text(DONE_TEXT, timeout=PAGE_TIMEOUT)
+        status_text(tab.page).to_have_text(ENROL_DONE_TEXT, timeout=PAGE_TIMEOUT)
         save_screenshot(tab.page, screenshots, "enrol-page-done")
 
         assert exit_code == 0, command.stderr
@@ -260,7 +262,7 @@ def test_passkey_alone_restores_backup(
         action, url = restore.wait_for_page_address()
         assert action == "unlock the repository"
         press_page_button(tab.page, url)
-        status_text(tab.page).to_have_text(DONE_TEXT, timeout=PAGE_TIMEOUT)
+        status_text(tab.page).to_have_text(UNLOCK_DONE_TEXT, timeout=PAGE_TIMEOUT)
         save_screenshot(tab.page, screenshots, "unlock-page-done")
         exit_code, stdout = restore.finish()
 
@@ -287,6 +289,13 @@ def test_passkey_without_prf_is_refused(
         exit_code, stdout, command = add_passkey(machine, tab.page, "no-prf")
         status_text(tab.page).to_contain_text("cannot protect backups", timeout=PAGE_TIMEOUT)
         save_screenshot(tab.page, screenshots, "enrol-page-no-prf")
+
+        # The page asked the authenticator, through the Signal API, to drop the passkey;
+        # the request is asynchronous, so give it a moment.
+        deadline = time.monotonic() + PAGE_TIMEOUT / 1000
+        while tab.credentials() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert tab.credentials() == []
 
     assert exit_code != 0
     assert "error: this passkey cannot protect backups" in command.stderr
@@ -363,7 +372,7 @@ def test_replayed_state_is_rejected(
                 tab.page,
                 page_address(ceremony.page, ceremony.ceremony_id, handoff.port, handoff.state),
             )
-            status_text(tab.page).to_have_text(DONE_TEXT, timeout=PAGE_TIMEOUT)
+            status_text(tab.page).to_have_text(UNLOCK_DONE_TEXT, timeout=PAGE_TIMEOUT)
             accepted = handoff.wait()
             posts_from_page = len(handoff_posts)
             body = handoff_posts[0].post_data or ""
@@ -413,7 +422,7 @@ def test_failed_store_deletes_server_passkey(
         url = opened.get(timeout=COMMAND_TIMEOUT)
         with authenticator_page(chromium, prf=True) as tab:
             press_page_button(tab.page, url)
-            status_text(tab.page).to_have_text(DONE_TEXT, timeout=PAGE_TIMEOUT)
+            status_text(tab.page).to_have_text(ENROL_DONE_TEXT, timeout=PAGE_TIMEOUT)
     finally:
         command.join(timeout=COMMAND_TIMEOUT)
 

@@ -300,7 +300,7 @@ def test_enrol_page_posts_prf_to_loopback(enrolled: Enrolled) -> None:
     # The virtual authenticator evaluates PRF at creation too, with the same salt.
     assert post["prf_create"] is not None
     assert from_b64u(post["prf_create"]) == enrolled.prf_output
-    assert "Done." in enrolled.run.status
+    assert "Passkey created." in enrolled.run.status
     stored_ids = [from_b64u(item["credentialId"]) for item in enrolled.tab.credentials()]
     assert stored_ids == [from_b64u(enrolled.credential_id)]
 
@@ -310,6 +310,12 @@ def test_enrol_page_sends_no_prf_result_to_server(enrolled: Enrolled) -> None:
     credential = json.loads(finish_body)["credential"]
     assert credential["clientExtensionResults"] == {"prf": {"enabled": True}}
     assert b64u(enrolled.prf_output) not in finish_body
+
+
+def test_page_console_has_no_errors(enrolled: Enrolled) -> None:
+    """A user who opens the console sees no error: no missing icon, no failed script."""
+    errors = [line for line in enrolled.tab.console if line.startswith(("error", "page error"))]
+    assert errors == []
 
 
 def test_enrolled_passkey_is_listed(enrolled: Enrolled) -> None:
@@ -335,7 +341,7 @@ def test_unlock_page_returns_same_prf(
         "state": listener.state, "kind": "authenticate",
         "credential_id": enrolled.credential_id, "prf": b64u(enrolled.prf_output),
     }
-    assert "Done." in run.status
+    assert "Passkey accepted." in run.status
     (finish_body,) = run.finish_bodies
     assert json.loads(finish_body)["credential"]["clientExtensionResults"] == {}
     assert b64u(enrolled.prf_output) not in finish_body

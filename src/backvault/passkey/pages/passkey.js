@@ -11,11 +11,16 @@
   const MIN_PORT = 1024;
   const MAX_PORT = 65535;
   const CEREMONY_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
-  const DONE_TEXT = "Done. You can close this tab and return to the terminal.";
+  // The terminal has the last word: the command may still fail after the page is done.
+  const DONE_TEXT = {
+    enrol: "Passkey created. You can close this tab; the terminal says whether it was added.",
+    unlock: "Passkey accepted. You can close this tab; the terminal shows the rest.",
+  };
   const CLOSE_TEXT = " You can close this tab and return to the terminal.";
   const NO_PRF_TEXT =
     "This passkey cannot protect backups: your browser or the device that keeps your " +
-    "passkeys does not support the PRF feature that backvault needs. Nothing was saved.";
+    "passkeys does not support the feature (called PRF) that backvault needs. Nothing " +
+    "was saved.";
 
   // An error with one of the codes the command understands: no-prf, cancelled, server,
   // unsupported.
@@ -220,6 +225,7 @@
     });
     const createResults = created.getClientExtensionResults();
     if (!createResults.prf || createResults.prf.enabled !== true) {
+      forgetCredential(options.rp.id, created.id);
       throw new PageError("no-prf", NO_PRF_TEXT);
     }
     const prfAtCreate =
@@ -262,6 +268,17 @@
     };
   }
 
+  // Ask the passkey provider to drop a passkey that cannot protect backups, where the
+  // browser has the Signal API; elsewhere the useless passkey stays in the provider.
+  function forgetCredential(rpId, credentialId) {
+    const api = window.PublicKeyCredential;
+    if (api && typeof api.signalUnknownCredential === "function") {
+      api.signalUnknownCredential({ rpId: rpId, credentialId: credentialId }).catch(function () {
+        // Nothing to do: the refusal already says nothing was saved here.
+      });
+    }
+  }
+
   async function unlock(link, options) {
     checkAddress(options.rpId);
     const evalByCredential = {};
@@ -285,7 +302,8 @@
       throw new PageError(
         "no-prf",
         "This passkey did not return the key that opens your backups. Your browser or " +
-          "passkey provider may not support the PRF feature; open the backups with the recovery key.",
+          "passkey provider may not support the feature (called PRF) that backvault needs; " +
+          "open the backups with the recovery key.",
       );
     }
     show("working", "Checking the passkey with the backup server…");
@@ -328,7 +346,7 @@
       );
       return;
     }
-    show("done", DONE_TEXT);
+    show("done", DONE_TEXT[pageKind] || DONE_TEXT.unlock);
   }
 
   async function start() {
