@@ -78,6 +78,10 @@ class LoopbackListener:
         self._thread.start()
         return self
 
+    def close_unstarted(self) -> None:
+        """Close the port without serving, as a command that stopped leaves it."""
+        self._server.server_close()
+
     def __exit__(self, *_exception: object) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -381,6 +385,44 @@ def test_enrol_without_prf_is_refused(
         assert client.get("/v1/passkeys").json() == {"passkeys": []}
         # The page never finished the ceremony, so the server still offers it.
         assert client.get(f"/v1/passkeys/ceremonies/{ceremony}/options").status_code == 200
+
+
+def test_enrolment_is_undone_when_the_command_is_gone(
+    chromium: Browser, passkey_server: ServerProcess, screenshots: Path
+) -> None:
+    """A passkey created after its command stopped is deleted again by the page."""
+    _, token = passkey_server.create_account()
+    with passkey_server.client(token) as client, authenticator_page(chromium) as tab:
+        ceremony = start_registration(client, "orphan", secrets.token_bytes(32))
+        # The command stopped: its port is closed, and nothing listens there any more.
+        listener = LoopbackListener(page_origin(passkey_server))
+        listener.close_unstarted()
+        page = tab.page
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.goto(page_address(passkey_server, "enrol", ceremony, listener))
+        focus_button_with_keyboard(page)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#status.error")
+        save_screenshot(page, screenshots, "enrol-command-gone")
+
+        assert "removed again" in page.inner_text("#status")
+        assert client.get("/v1/passkeys").json()["passkeys"] == []
+        assert tab.credentials() == []
+        # The undo is used up with the passkey.
+        undo = httpx.post(f"{passkey_server.url}/v1/passkeys/ceremonies/{ceremony}/undo")
+        assert undo.status_code == 404
+
+
+def test_undo_needs_a_finished_registration(passkey_server: ServerProcess) -> None:
+    _, token = passkey_server.create_account()
+    with passkey_server.client(token) as client:
+        ceremony = start_registration(client, "never finished", secrets.token_bytes(32))
+    undo = httpx.post(f"{passkey_server.url}/v1/passkeys/ceremonies/{ceremony}/undo")
+    assert undo.status_code == 404
+    unknown = httpx.post(
+        f"{passkey_server.url}/v1/passkeys/ceremonies/{secrets.token_urlsafe(32)}/undo"
+    )
+    assert unknown.status_code == 404
 
 
 def test_server_rejects_registration_without_prf(

@@ -244,9 +244,26 @@ class RelyingParty:
         reject_prf_results(credential)
         if ceremony.kind == "register":
             credential_id = self._finish_registration(ceremony, credential)
+            self.metadata.note_ceremony_credential(hash_ceremony_id(ceremony_id), credential_id)
             return FinishedCeremony("register", ceremony.account_id, credential_id)
         credential_id = self._finish_authentication(ceremony, credential)
         return FinishedCeremony("authenticate", ceremony.account_id, credential_id)
+
+    def undo_registration(self, ceremony_id: str) -> None:
+        """Delete the passkey that a finished, unexpired registration ceremony stored.
+
+        The page calls this when the command that started the ceremony no longer takes
+        its result (stopped with Ctrl-C, or timed out), so that no passkey without a key
+        slot is left on the server. Raises CeremonyNotFoundError if there is nothing to
+        undo.
+        """
+        taken = self.metadata.take_ceremony_credential(
+            hash_ceremony_id(ceremony_id), self._clock()
+        )
+        if taken is None:
+            raise CeremonyNotFoundError(ceremony_id)
+        account_id, credential_id = taken
+        self.metadata.delete_passkey_credential(account_id, credential_id)
 
     def _finish_registration(
         self, ceremony: PasskeyCeremony, credential: dict[str, Any]

@@ -117,6 +117,9 @@ passkey_ceremonies = sa.Table(
     sa.Column("page_options", sa.Text, nullable=False),  # JSON sent to the page
     sa.Column("expires_ns", sa.BigInteger, nullable=False),
     sa.Column("used", sa.Boolean, nullable=False, default=False),
+    # The passkey a finished registration stored, until the ceremony expires: the page
+    # may still undo it when the command that asked for it is gone.
+    sa.Column("credential_id", sa.LargeBinary(1023), nullable=True),
 )
 
 
@@ -628,6 +631,42 @@ class Metadata:
                 .where(passkey_ceremonies.c.ceremony_hash == ceremony_hash)
             ).one()
         return _passkey_ceremony(row)
+
+    def note_ceremony_credential(self, ceremony_hash: str, credential_id: bytes) -> None:
+        """Remember which passkey a registration ceremony stored, so it can be undone."""
+        with self._transaction() as connection:
+            connection.execute(
+                passkey_ceremonies.update()
+                .where(passkey_ceremonies.c.ceremony_hash == ceremony_hash)
+                .values(credential_id=credential_id)
+            )
+
+    def take_ceremony_credential(
+        self, ceremony_hash: str, now_ns: int
+    ) -> tuple[int, bytes] | None:
+        """Forget and return ``(account id, credential id)`` of an unexpired registration.
+
+        None when the ceremony is unknown, expired, not a finished registration, or was
+        undone already: one conditional UPDATE decides, so a passkey is undone once.
+        """
+        with self._transaction() as connection:
+            row = connection.execute(
+                passkey_ceremonies.select().where(
+                    passkey_ceremonies.c.ceremony_hash == ceremony_hash,
+                    passkey_ceremonies.c.kind == "register",
+                    passkey_ceremonies.c.used.is_(True),
+                    passkey_ceremonies.c.credential_id.is_not(None),
+                    passkey_ceremonies.c.expires_ns > now_ns,
+                )
+            ).first()
+            if row is None:
+                return None
+            connection.execute(
+                passkey_ceremonies.update()
+                .where(passkey_ceremonies.c.ceremony_hash == ceremony_hash)
+                .values(credential_id=None)
+            )
+        return int(row.account_id), bytes(row.credential_id)
 
     def add_passkey_credential(self, credential: PasskeyCredential) -> bool:
         """Store a credential; False if a credential with its id is already stored."""

@@ -196,6 +196,20 @@ def _add_page_api_routes(router: APIRouter, relying_party: RelyingParty) -> None
         )
 
 
+    @router.post(
+        "/v1/passkeys/ceremonies/{ceremony}/undo", status_code=204,
+        summary="Delete the passkey a registration stored, while the ceremony lasts (for "
+        "the enrol page, when the command no longer takes the result)",
+    )
+    def undo_registration(ceremony: str) -> Response:
+        try:
+            relying_party.undo_registration(ceremony)
+        except CeremonyNotFoundError:
+            raise ApiError(404, "there is no passkey of this ceremony to undo") from None
+        logger.info("passkey registration undone")
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
 def _add_page_routes(router: APIRouter) -> None:
     pages = resources.files("backvault.passkey") / "pages"
     contents = {

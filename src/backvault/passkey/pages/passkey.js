@@ -118,6 +118,18 @@
     });
   }
 
+  // Delete the passkey this enrolment stored on the server, and ask the provider to drop
+  // it: without the command, no key slot will ever use it.
+  async function undoEnrolment(link, rpId, credentialId) {
+    forgetCredential(rpId, credentialId);
+    try {
+      await serverRequest("/v1/passkeys/ceremonies/" + link.ceremony + "/undo", { method: "POST" });
+      return true;
+    } catch (error) {
+      return false;
+    }
+  }
+
   // Only the fact that PRF is enabled goes to the server, never a PRF result.
   function extensionsForServer(results) {
     const forServer = {};
@@ -311,7 +323,7 @@
     return { kind: "authenticate", credential_id: assertion.id, prf: encode(results.prf.results.first) };
   }
 
-  async function reportFailure(link, error) {
+  async function reportFailure(link, options, error) {
     const failure = authenticatorError(error);
     show("error", failure.message + CLOSE_TEXT);
     const body = { error: failure.code, message: failure.message };
@@ -322,6 +334,11 @@
     try {
       await postToCommand(link, body);
     } catch (postError) {
+      const rpId = options.rp ? options.rp.id : "";
+      if (body.credential_id && (await undoEnrolment(link, rpId, body.credential_id))) {
+        show("error", failure.message + " The new passkey was removed again.");
+        return;
+      }
       show("error", failure.message + " The backvault command could not be told; stop it with Ctrl-C.");
     }
   }
@@ -332,17 +349,21 @@
     try {
       result = pageKind === "enrol" ? await enrol(link, options) : await unlock(link, options);
     } catch (error) {
-      await reportFailure(link, error);
+      await reportFailure(link, options, error);
       return;
     }
     show("working", "Handing the result to the backvault command…");
     try {
       await postToCommand(link, result);
     } catch (error) {
+      let undone = "";
+      if (result.kind === "register" && (await undoEnrolment(link, options.rp.id, result.credential_id))) {
+        undone = " The new passkey was removed again, so nothing was saved.";
+      }
       show(
         "error",
-        "The backvault command on this computer did not take the result. Check that it is " +
-          "still running, then run it again.",
+        "The backvault command on this computer did not take the result." + undone +
+          " Check that the command is still running, then run it again.",
       );
       return;
     }
@@ -358,7 +379,7 @@
       return;
     }
     if (!window.isSecureContext || !window.PublicKeyCredential || !navigator.credentials) {
-      await reportFailure(link, new PageError(
+      await reportFailure(link, {}, new PageError(
         "unsupported",
         "This browser cannot use passkeys here. Open the address in a recent Chrome, Edge, Safari or Firefox.",
       ));
@@ -371,7 +392,7 @@
         throw new PageError("server", "This address belongs to the other passkey page. Open the exact address that the backvault command printed.");
       }
     } catch (error) {
-      await reportFailure(link, error);
+      await reportFailure(link, {}, error);
       return;
     }
     button.addEventListener("click", function () {
