@@ -373,7 +373,7 @@ def load_test_section(results: BenchmarkResults) -> list[str]:
 OPAQUE_BENCH_PARAGRAPH = (
     "`bench/opaque_bench.py` times the server half of OPAQUE alone (`server_login_start` + "
     "`server_login_finish`, no database, no HTTP) on one pinned core. `bench/run.py` does "
-    "not run it; these figures are from a run by hand on 2026-12-04 on the 2-core "
+    "not run it. These figures come from a run by hand on 2026-12-04 on the 2-core "
     "development machine, with `.venv/bin/python bench/opaque_bench.py --logins 1000`: "
     "2340 logins/s for a registered credential (p50 452.7 us) and 3080 logins/s for an "
     "unknown one, which gets a fake KE2 (p50 295.7 us)."

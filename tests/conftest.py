@@ -12,14 +12,18 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from backvault import api
 from backvault.repository.repository import Repository
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -317,3 +321,24 @@ def assert_same_tree(tmp_path_factory: pytest.TempPathFactory) -> TreeAssertion:
         assert differences == [], "the trees differ:\n" + "\n".join(differences)
 
     return check
+
+
+# Browser fixtures of the passkey page tests. Playwright is imported only by the tests
+# that use them.
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Headless Debian Chromium, one per test module."""
+    from tests.helpers.browser import launch_chromium
+
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """The folder where the passkey page tests save their screenshots."""
+    from tests.helpers.browser import screenshot_directory
+
+    return screenshot_directory()

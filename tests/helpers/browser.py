@@ -4,19 +4,15 @@ Chromium is the system's ``/usr/bin/chromium`` (``apt-get install chromium``); P
 never downloads a browser here. Each :func:`authenticator_page` gets a new browser
 context, which is a fresh profile: no cookies, storage or passkeys from another test.
 
-Typical use in a test module::
+Typical use in a test, with the ``chromium`` and ``screenshots`` fixtures of
+``tests/conftest.py``::
 
-    @pytest.fixture(scope="module")
-    def chromium() -> Iterator[Browser]:
-        with launch_chromium() as browser:
-            yield browser
-
-    def test_enrol(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def test_enrol(chromium: Browser, screenshots: Path) -> None:
         with authenticator_page(chromium, prf=True) as tab:
             tab.page.goto(f"http://localhost:{port}/passkey/enrol#...")
             tab.page.keyboard.press("Tab")
             tab.page.keyboard.press("Enter")
-            save_screenshot(tab.page, screenshot_directory(tmp_path_factory), "enrol")
+            save_screenshot(tab.page, screenshots, "enrol")
             assert len(tab.credentials()) == 1
 
 Load pages at ``http://localhost:PORT``: WebAuthn rejects an IP address such as
@@ -119,14 +115,13 @@ def authenticator_page(browser: Browser, *, prf: bool = True) -> Iterator[Authen
         context.close()
 
 
-def screenshot_directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Return the folder for screenshots, and print where it is.
+def screenshot_directory() -> Path:
+    """Return the folder for screenshots, created if missing, and print where it is.
 
-    It is ``$BACKVAULT_SCREENSHOT_DIR`` when that is set, else ``test-artifacts/screenshots``
-    in the checkout (ignored by git), so a reviewer finds them after the run; created if
-    missing. ``tmp_path_factory`` is kept for callers that pass it.
+    It is ``$BACKVAULT_SCREENSHOT_DIR`` when that is set. Otherwise it is
+    ``test-artifacts/screenshots`` in the checkout, which git ignores, so a reviewer
+    finds the screenshots after the run.
     """
-    del tmp_path_factory
     configured = os.environ.get(SCREENSHOT_DIR_VARIABLE)
     directory = Path(configured).absolute() if configured else DEFAULT_SCREENSHOT_DIR
     directory.mkdir(parents=True, exist_ok=True)

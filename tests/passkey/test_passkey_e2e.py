@@ -38,9 +38,7 @@ from backvault.repository.repository import Repository
 from tests.conftest import TreeAssertion, backvault_executable, restored_location
 from tests.helpers.browser import (
     authenticator_page,
-    launch_chromium,
     save_screenshot,
-    screenshot_directory,
 )
 from tests.server.conftest import ServerProcess, run_backvault, start_server, unique_name
 
@@ -59,17 +57,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = start_server(tmp_path_factory.mktemp("passkey-server") / "data")
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return screenshot_directory(tmp_path_factory)
 
 
 @dataclass
@@ -309,7 +296,7 @@ def test_passkey_without_prf_is_refused(
 def test_unlock_where_the_passkey_gives_no_prf(
     server: ServerProcess, machine: Machine, chromium: Browser
 ) -> None:
-    """A synced passkey used in a browser without PRF: the unlock says so in unlock words."""
+    """A synced passkey used in a browser without PRF gets an error worded for unlocking."""
     with authenticator_page(chromium, prf=True) as tab:
         exit_code, _, command = add_passkey(machine, tab.page, "synced")
         assert exit_code == 0, command.stderr

@@ -292,7 +292,7 @@ def test_disabled_account_rejected(server: ServerProcess) -> None:
 
 
 def _status_within_cache_period(client: httpx.Client, path: str, status: int) -> httpx.Response:
-    """GET ``path`` until it answers ``status``; the server may remember a token's account
+    """GET ``path`` until it returns ``status``. The server may remember a token's account
     for TOKEN_CACHE_SECONDS, so an operator's change takes effect within that time."""
     deadline = time.monotonic() + TOKEN_CACHE_SECONDS + 2.0
     while True:

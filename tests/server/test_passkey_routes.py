@@ -29,9 +29,7 @@ from backvault.server.metadata import Metadata, passkey_ceremonies
 from tests.helpers.browser import (
     AuthenticatorPage,
     authenticator_page,
-    launch_chromium,
     save_screenshot,
-    screenshot_directory,
 )
 from tests.server.conftest import ServerProcess, run_backvault, start_server
 
@@ -143,17 +141,6 @@ def passkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     process = start_server(tmp_path_factory.mktemp("passkey-server") / "data")
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with launch_chromium() as browser:
-        yield browser
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return screenshot_directory(tmp_path_factory)
 
 
 @dataclass
@@ -317,7 +304,7 @@ def test_enrol_page_sends_no_prf_result_to_server(enrolled: Enrolled) -> None:
 
 
 def test_page_console_has_no_errors(enrolled: Enrolled) -> None:
-    """A user who opens the console sees no error: no missing icon, no failed script."""
+    """The console has no error: no missing icon, no failed script."""
     errors = [line for line in enrolled.tab.console if line.startswith(("error", "page error"))]
     assert errors == []
 
@@ -493,7 +480,7 @@ def test_used_ceremony_is_rejected(enrolled: Enrolled, passkey_server: ServerPro
 
 
 def test_ceremony_id_is_not_logged(enrolled: Enrolled, passkey_server: ServerProcess) -> None:
-    """Whoever reads the access log must not learn a ceremony id, the key to its ceremony."""
+    """The access log contains no ceremony id, the key to its ceremony."""
     log = passkey_server.log()
     assert "/v1/passkeys/ceremonies/{ceremony}/options" in log
     assert enrolled.ceremony not in log

@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from fido2.ctap import CtapDevice
 
     from backvault.passkey.client import Ceremony, PasskeyServerClient
-    from backvault.passkey.handoff import HandoffError
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -192,7 +191,6 @@ def _unlock_in_browser(
     repository: Repository, slots: list[tuple[KeySlot, PasskeySlotInfo]], *, no_browser: bool
 ) -> None:
     from backvault.passkey.client import PasskeyServerClient, encode_base64url
-    from backvault.passkey.handoff import HandoffError
 
     in_browser = [(slot, info) for slot, info in slots if info.method == METHOD_WEBAUTHN]
     if not in_browser:
@@ -221,12 +219,9 @@ def _unlock_in_browser(
         ceremony = client.start_authentication(
             [(info.credential_id, info.prf_salt) for _, info in offered]
         )
-        try:
-            result = run_browser_handoff(
-                ceremony, action="unlock the repository", no_browser=no_browser
-            )
-        except HandoffError as error:
-            raise _unlock_handoff_error(error) from None
+        result = run_browser_handoff(
+            ceremony, action="unlock the repository", no_browser=no_browser, unlocking=True
+        )
     answer = decode_handoff_result(result, "authenticate")
     for slot, info in offered:
         if info.credential_id == answer.credential_id:
@@ -235,22 +230,6 @@ def _unlock_in_browser(
     raise PasskeyError(
         "the browser returned a passkey that no key slot of this repository uses",
         hint="Run the command again and choose the passkey you added to this repository.",
-    )
-
-
-def _unlock_handoff_error(error: HandoffError) -> HandoffError:
-    """Reword the enrolment's "no PRF" refusal for an unlock, where no slot is being added."""
-    from backvault.passkey.handoff import HandoffError
-
-    if error.code != "no-prf":
-        return error
-    return HandoffError(
-        "the passkey gave the browser no key for this repository: this browser, or the "
-        "device that keeps the passkey, does not support the PRF extension",
-        hint="Open the address in the browser where you created the passkey, or in another "
-        "browser with PRF support (see 'Passkeys' in the README); or open the repository "
-        "with the recovery key.",
-        code=error.code, posted=error.posted,
     )
 
 
@@ -327,7 +306,9 @@ class PasskeyAnswer:
     prf_output_at_creation: bytes | None  # register only, when the authenticator gave one
 
 
-def run_browser_handoff(ceremony: Ceremony, *, action: str, no_browser: bool) -> dict[str, Any]:
+def run_browser_handoff(
+    ceremony: Ceremony, *, action: str, no_browser: bool, unlocking: bool = False
+) -> dict[str, Any]:
     """Show the ceremony's page to the user and return what the page posts back."""
     from backvault.passkey.handoff import Handoff, origin_of
 
@@ -339,7 +320,7 @@ def run_browser_handoff(ceremony: Ceremony, *, action: str, no_browser: bool) ->
             hint="Check the server's --passkey-origin setting.",
         ) from None
     timeout = min(ceremony.expires_in, MAX_HANDOFF_WAIT)
-    with Handoff(origin, timeout=timeout) as handoff:
+    with Handoff(origin, timeout=timeout, unlocking=unlocking) as handoff:
         url = page_address(ceremony.page, ceremony.ceremony_id, handoff.port, handoff.state)
         print(f"Open this address in a browser to {action}: {url}", file=sys.stderr, flush=True)
         if not no_browser:

@@ -13,12 +13,18 @@ import binascii
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
-from backvault.errors import BackvaultError, UsageError
-from backvault.storage.http import find_token, make_client, raise_for_status, send_with_retries
+from backvault.errors import BackvaultError
+from backvault.storage.http import (
+    find_token,
+    make_client,
+    raise_for_status,
+    send_with_retries,
+    split_server_address,
+)
 
 BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 DEFAULT_CEREMONY_LIFETIME = 300  # seconds, when a server does not say
@@ -38,22 +44,6 @@ def decode_base64url(value: object) -> bytes:
         raise ValueError("not base64url without padding") from None
 
 
-def split_server_address(url: str) -> tuple[str, str]:
-    """Split a server address into ``(origin, API prefix)``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            f"invalid server address {url!r}", hint="Use http(s)://HOST:PORT, as for --repo."
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise UsageError(
-            f"invalid server address {url!r}: it must not contain a query, a fragment or a "
-            "user name",
-            hint="Pass the token in BACKVAULT_TOKEN or with 'backvault login'.",
-        )
-    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
-
-
 @dataclass(frozen=True)
 class Ceremony:
     """A ceremony started on the server: its id, the page that runs it, its life in seconds."""
@@ -68,7 +58,7 @@ class PasskeyServerClient:
 
     def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url
-        self._origin, prefix = split_server_address(url)
+        self._origin, prefix = split_server_address(url, form="http(s)://HOST:PORT, as for --repo")
         self._base = f"{prefix}/v1/passkeys"
         self._client = make_client(self._origin, token or find_token(self._origin))
 

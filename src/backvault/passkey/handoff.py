@@ -63,6 +63,18 @@ ERROR_TEXT = {
 }
 
 
+# At an unlock no key slot is being added, so a passkey without PRF needs other words.
+UNLOCK_ERROR_TEXT = {
+    "no-prf": (
+        "the passkey gave the browser no key for this repository: this browser, or the "
+        "device that keeps the passkey, does not support the PRF extension",
+        "Open the address in the browser where you created the passkey, or in another "
+        "browser with PRF support (see 'Passkeys' in the README); or open the repository "
+        "with the recovery key.",
+    ),
+}
+
+
 class HandoffError(UsageError):
     """The browser hand-off failed: a timeout, or the page reported an error.
 
@@ -102,9 +114,13 @@ class Handoff:
     Use it as a context manager: the listener runs from ``__enter__`` to ``__exit__``.
     """
 
-    def __init__(self, origin: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, origin: str, timeout: float = DEFAULT_TIMEOUT, *, unlocking: bool = False
+    ) -> None:
+        """``unlocking`` words the page's errors for an unlock rather than an enrolment."""
         self.origin = origin
         self.timeout = timeout
+        self.unlocking = unlocking
         self.state = secrets.token_urlsafe(32)
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -150,7 +166,7 @@ class Handoff:
                 "the button on the page, then run the command again.",
             )
         assert self._result is not None
-        return _result_or_error(self._result)
+        return _result_or_error(self._result, unlocking=self.unlocking)
 
     def accept(self, body: dict[str, Any]) -> HTTPStatus:
         """Take ``body`` as the result if its state is right and none was taken before."""
@@ -167,12 +183,13 @@ class Handoff:
         return HTTPStatus.OK
 
 
-def _result_or_error(result: dict[str, Any]) -> dict[str, Any]:
+def _result_or_error(result: dict[str, Any], *, unlocking: bool) -> dict[str, Any]:
     """Turn an error post into a HandoffError with plain words."""
     code = result.get("error")
     if code is None:
         return result
-    message, hint = ERROR_TEXT.get(
+    texts = {**ERROR_TEXT, **UNLOCK_ERROR_TEXT} if unlocking else ERROR_TEXT
+    message, hint = texts.get(
         str(code),
         ("the passkey page reported an error", "Run the command again."),
     )

@@ -252,6 +252,7 @@ def _checked_passkey_origin(origin: str, rp_id: str) -> str:
         raise ServerConfigError(
             f"invalid port in the passkey origin {origin!r}", hint="Use a port from 1 to 65535."
         ) from None
+
     host = parts.hostname or ""
     extra = parts.path or parts.query or parts.fragment or parts.username
     if parts.scheme not in ("http", "https") or not host or extra:
@@ -260,6 +261,7 @@ def _checked_passkey_origin(origin: str, rp_id: str) -> str:
             hint="Use the scheme, host and port that browsers open, such as "
             "https://backup.example.com.",
         )
+
     # WebAuthn accepts an RP ID only if it is the origin's host or a parent domain of it.
     if host != rp_id and not host.endswith("." + rp_id):
         raise ServerConfigError(
@@ -267,6 +269,7 @@ def _checked_passkey_origin(origin: str, rp_id: str) -> str:
             hint="The origin's host must be the RP ID or a subdomain of it; set "
             "--passkey-rp-id and --passkey-origin to match.",
         )
+
     # Browsers run WebAuthn only in a secure context: HTTPS, or plain HTTP on localhost.
     if parts.scheme == "http" and host != "localhost" and not host.endswith(".localhost"):
         raise ServerConfigError(
@@ -275,6 +278,7 @@ def _checked_passkey_origin(origin: str, rp_id: str) -> str:
             "with --tls-cert and --tls-key, or put an HTTPS proxy in front and set "
             "--passkey-origin to its address.",
         )
+
     # The origin in a browser's client data leaves out the scheme's default port.
     if port is None or port == {"http": 80, "https": 443}[parts.scheme]:
         return f"{parts.scheme}://{host}"

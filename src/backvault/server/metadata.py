@@ -21,7 +21,6 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -217,9 +216,9 @@ def create_metadata_engine(url: str) -> Engine:
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
         # In WAL mode, NORMAL syncs at checkpoints rather than at every commit. A commit
         # survives a crash of the server process, but the last ones before a power cut
-        # or kernel crash can be lost, guess counts among them. One fsync per commit
-        # capped the vault at about 250 logins a second; docs/vault.md says to use
-        # PostgreSQL where every commit must reach the disk.
+        # or kernel crash can be lost, guess counts among them. With FULL, each commit
+        # waited about 0.4 ms for the disk (measured here) while it held the write lock.
+        # docs/vault.md recommends PostgreSQL where every commit must reach the disk.
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
         dbapi_connection.execute("PRAGMA foreign_keys=ON")
         # Overwrite deleted rows in the file, so an erased vault record does not linger.
@@ -228,8 +227,8 @@ def create_metadata_engine(url: str) -> Engine:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A deferred transaction that reads and then writes fails at once with "database
-        # is locked" when another writer got there first; IMMEDIATE waits its turn. Reads
-        # stay deferred: in WAL mode they never wait for a writer.
+        # is locked" when another writer got there first, so IMMEDIATE waits its turn. Reads
+        # stay deferred, because in WAL mode readers do not wait for writers.
         if connection.get_execution_options().get(WRITE_OPTION):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
@@ -325,9 +324,6 @@ class Metadata:
         with self._write_queue.turn(), self._write_engine.begin() as connection:
             yield connection
 
-    def _transaction(self) -> ContextManager[Connection]:
-        return self.write_transaction()
-
     def ping(self) -> None:
         """Run a trivial query; raises the driver's error when the database is down."""
         with self.engine.connect() as connection:
@@ -343,7 +339,7 @@ class Metadata:
             "quota_bytes": quota_bytes, "used_bytes": 0, "created_ns": time.time_ns(),
         }
         try:
-            with self._transaction() as connection:
+            with self.write_transaction() as connection:
                 connection.execute(accounts.insert().values(**values))
         except IntegrityError:
             raise AccountExistsError(
@@ -385,7 +381,7 @@ class Metadata:
 
     def set_disabled(self, name: str, disabled: bool) -> Account:
         account = self.account_by_name(name)
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(
                 accounts.update().where(accounts.c.id == account.id).values(disabled=disabled)
             )
@@ -399,7 +395,7 @@ class Metadata:
         repository_ids = sa.select(repositories.c.id).where(
             repositories.c.account_id == account_id
         )
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(objects.delete().where(objects.c.repository_id.in_(repository_ids)))
             connection.execute(repositories.delete().where(repositories.c.account_id == account_id))
             connection.execute(tokens.delete().where(tokens.c.account_id == account_id))
@@ -421,7 +417,7 @@ class Metadata:
             id=secrets.token_hex(TOKEN_ID_BYTES), account_id=account_id, label=label,
             created_ns=time.time_ns(), revoked=False,
         )
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(tokens.insert().values(
                 id=info.id, account_id=account_id, token_hash=hash_token(token), label=label,
                 created_ns=info.created_ns, revoked=False,
@@ -429,7 +425,7 @@ class Metadata:
         return info, token
 
     def revoke_token(self, token_id: str) -> TokenInfo:
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             result = connection.execute(
                 tokens.update().where(tokens.c.id == token_id).values(revoked=True)
             )
@@ -478,7 +474,7 @@ class Metadata:
     ) -> tuple[RepositoryInfo, bool]:
         """Create a repository row; return it and whether it is new."""
         try:
-            with self._transaction() as connection:
+            with self.write_transaction() as connection:
                 connection.execute(repositories.insert().values(
                     account_id=account_id, name=name, append_only=append_only,
                     created_ns=time.time_ns(),
@@ -492,7 +488,7 @@ class Metadata:
 
     def set_repository_append_only(self, repository_id: int) -> None:
         """Make a repository append-only; there is deliberately no way back through the API."""
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(
                 repositories.update().where(repositories.c.id == repository_id)
                 .values(append_only=True)
@@ -522,7 +518,7 @@ class Metadata:
         if existing is not None:
             return _compare(existing, blake3_hex)
         try:
-            with self._transaction() as connection:
+            with self.write_transaction() as connection:
                 _reserve_quota(connection, repository.account_id, size)
                 connection.execute(objects.insert().values(
                     repository_id=repository.id, kind=kind, name=name, size=size,
@@ -537,7 +533,7 @@ class Metadata:
         return Reservation.NEW
 
     def commit_object(self, repository_id: int, kind: str, name: str) -> None:
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(
                 objects.update()
                 .where(_object_key(repository_id, kind, name))
@@ -546,7 +542,7 @@ class Metadata:
 
     def remove_object(self, repository: RepositoryInfo, kind: str, name: str) -> bool:
         """Delete an object's row and give its size back to the quota; False if absent."""
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             row = connection.execute(
                 objects.select().where(_object_key(repository.id, kind, name))
             ).first()
@@ -596,7 +592,7 @@ class Metadata:
         self, ceremony_hash: str, ceremony: PasskeyCeremony, now_ns: int
     ) -> None:
         """Store a new ceremony, and delete the ceremonies expired at ``now_ns``."""
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(
                 passkey_ceremonies.delete().where(passkey_ceremonies.c.expires_ns <= now_ns)
             )
@@ -619,7 +615,7 @@ class Metadata:
 
         One conditional UPDATE decides, so two requests cannot both claim a ceremony.
         """
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             result = connection.execute(
                 passkey_ceremonies.update().where(_open_ceremony(ceremony_hash, now_ns))
                 .values(used=True)
@@ -634,7 +630,7 @@ class Metadata:
 
     def note_ceremony_credential(self, ceremony_hash: str, credential_id: bytes) -> None:
         """Remember which passkey a registration ceremony stored, so it can be undone."""
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             connection.execute(
                 passkey_ceremonies.update()
                 .where(passkey_ceremonies.c.ceremony_hash == ceremony_hash)
@@ -649,7 +645,7 @@ class Metadata:
         None when the ceremony is unknown, expired, not a finished registration, or was
         undone already: one conditional UPDATE decides, so a passkey is undone once.
         """
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             row = connection.execute(
                 passkey_ceremonies.select().where(
                     passkey_ceremonies.c.ceremony_hash == ceremony_hash,
@@ -671,7 +667,7 @@ class Metadata:
     def add_passkey_credential(self, credential: PasskeyCredential) -> bool:
         """Store a credential; False if a credential with its id is already stored."""
         try:
-            with self._transaction() as connection:
+            with self.write_transaction() as connection:
                 connection.execute(passkey_credentials.insert().values(
                     credential_id=credential.credential_id, account_id=credential.account_id,
                     public_key=credential.public_key, sign_count=credential.sign_count,
@@ -705,7 +701,7 @@ class Metadata:
         self, account_id: int, credential_id: bytes, sign_count: int, used_ns: int
     ) -> bool:
         """Store a verified assertion's sign count and time; False if the credential is gone."""
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             result = connection.execute(
                 passkey_credentials.update().where(_credential_key(account_id, credential_id))
                 .values(sign_count=sign_count, last_used_ns=used_ns)
@@ -714,7 +710,7 @@ class Metadata:
 
     def delete_passkey_credential(self, account_id: int, credential_id: bytes) -> bool:
         """Delete one of the account's credentials; False if the account has no such one."""
-        with self._transaction() as connection:
+        with self.write_transaction() as connection:
             result = connection.execute(
                 passkey_credentials.delete().where(_credential_key(account_id, credential_id))
             )

@@ -2,8 +2,8 @@
 
 Metric labels use the route template (``/v1/repos/{repo}/{kind}/{name}``), not the path,
 so the number of series stays small and no repository or object name reaches them. Log
-lines carry the path but never a header, so a token is never logged; a path that holds a
-passkey ceremony id is logged as its route template.
+lines carry the path but never a header, so a token is never logged. A path that contains
+a passkey ceremony id is logged as its route template instead.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ACCESS_LOGGER = "backvault.server.access"
 UNMATCHED_ROUTE = "unmatched"
-# Path parameters that are capabilities: whoever reads one from the log could use it.
+# Path parameters that are capabilities: a reader of the log could use one.
 SECRET_PATH_PARAMETERS = ("{ceremony}",)
 
 
@@ -143,8 +143,8 @@ class RequestObserver:
 
 
 def _loggable_path(path: str, route: str) -> str:
-    """Return the path for the access log, or the route template when the path holds a
-    secret (a passkey ceremony id is the only key to its ceremony)."""
+    """Return the path for the access log, or the route template when the path contains
+    a secret: a passkey ceremony id is the only key to its ceremony."""
     if any(parameter in route for parameter in SECRET_PATH_PARAMETERS):
         return route
     return path

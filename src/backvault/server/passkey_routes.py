@@ -237,8 +237,8 @@ def _add_page_routes(router: APIRouter) -> None:
     def page_style() -> Response:
         return serve("passkey.css")
 
-    # Browsers ask every site for an icon; an empty answer keeps a 404 out of the page's
-    # console, where a user who opens it would take it for a fault.
+    # Browsers request an icon from every site. An empty response keeps a 404 out of the
+    # page's console, where a user who opens it would take it for a fault.
     @router.get("/favicon.ico", include_in_schema=False)
     def no_icon() -> Response:
         return Response(status_code=204, headers=PAGE_HEADERS)

@@ -46,21 +46,28 @@ MAX_CONNECTIONS = 8
 # Addresses and saved tokens -------------------------------------------------------------
 
 
-def split_address(url: str) -> tuple[str, str, str]:
-    """Split a repository address into ``(origin, API prefix, repository name)``."""
+def split_server_address(
+    url: str, *, noun: str = "server", form: str = "http(s)://HOST:PORT"
+) -> tuple[str, str]:
+    """Split a server address into ``(origin, path)``; ``noun`` and ``form`` word the error."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            f"invalid server address {url!r}", hint="Use http://HOST:PORT/NAME or https://HOST/NAME."
-        )
+        raise UsageError(f"invalid {noun} address {url!r}", hint=f"Use {form}.")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise UsageError(
-            f"invalid server address {url!r}: it must not contain a query, a fragment or a "
+            f"invalid {noun} address {url!r}: it must not contain a query, a fragment or a "
             "user name",
             hint="Pass the token in BACKVAULT_TOKEN or with 'backvault login'.",
         )
-    origin = f"{parts.scheme}://{parts.netloc}"
-    prefix, _, name = parts.path.rstrip("/").rpartition("/")
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
+
+
+def split_address(url: str) -> tuple[str, str, str]:
+    """Split a repository address into ``(origin, API prefix, repository name)``."""
+    origin, path = split_server_address(
+        url, form="http://HOST:PORT/NAME or https://HOST/NAME"
+    )
+    prefix, _, name = path.rpartition("/")
     return origin, prefix, name
 
 

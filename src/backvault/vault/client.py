@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
@@ -24,7 +24,7 @@ from backvault.crypto.password_slot import (
     destroyed_record_error,
     wrong_password_error,
 )
-from backvault.errors import BackvaultError, UsageError
+from backvault.errors import BackvaultError
 from backvault.storage.base import StorageError
 from backvault.storage.http import (
     RETRY_POLICY,
@@ -32,25 +32,16 @@ from backvault.storage.http import (
     make_client,
     raise_for_status,
     send_with_retries,
+    split_server_address,
 )
 from backvault.storage.retry import call_with_retry
 
 
 def split_vault_address(url: str) -> tuple[str, str]:
     """Split a vault address into ``(origin, API prefix)``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            f"invalid vault address {url!r}",
-            hint="Use http(s)://HOST:PORT, as for 'backvault login'.",
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise UsageError(
-            f"invalid vault address {url!r}: it must not contain a query, a fragment or a "
-            "user name",
-            hint="Pass the token in BACKVAULT_TOKEN or with 'backvault login'.",
-        )
-    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
+    return split_server_address(
+        url, noun="vault", form="http(s)://HOST:PORT, as for 'backvault login'"
+    )
 
 
 class _RateLimited(Exception):

@@ -86,8 +86,8 @@ def define_tables(schema: sa.MetaData) -> VaultTables:
 class _LoginStatements:
     """The statements of a login's two transactions, built once with bind parameters.
 
-    Building a SQLAlchemy statement and its cache key cost more CPU than running it on
-    SQLite; a login runs these four, so they are made when the store is.
+    Building a SQLAlchemy statement and its cache key costs more CPU than running it on
+    SQLite. A login runs these four, so the store builds them once.
     """
 
     def __init__(self, tables: VaultTables) -> None:

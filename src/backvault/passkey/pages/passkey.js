@@ -286,7 +286,7 @@
     const api = window.PublicKeyCredential;
     if (api && typeof api.signalUnknownCredential === "function") {
       api.signalUnknownCredential({ rpId: rpId, credentialId: credentialId }).catch(function () {
-        // Nothing to do: the refusal already says nothing was saved here.
+        // Nothing more to do: the page already shows that nothing was saved.
       });
     }
   }
